@@ -1,0 +1,122 @@
+"""The one model registry: names are API.
+
+Builders are plain functions decorated with :func:`register_model`; they take keyword
+overrides and return an ``nn.Module``. Metadata (family, default input size, mean/std,
+paper, expected parameter count) lives beside the builder, in the decorator call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch.nn as nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What is known about a registered model, independent of any instance.
+
+    ``params`` is the published parameter count at ``num_classes`` classes;
+    ``params_tol`` is its rounding (0 means exact).
+    """
+
+    name: str
+    family: str
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    num_classes: int = 1000
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    paper: str = ""
+    params: int | None = None
+    params_tol: int = 0
+    defaults: dict[str, Any] = field(default_factory=dict)
+    alias_of: str | None = None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fn: Callable[..., nn.Module]
+    meta: ModelMeta
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_model(
+    fn: Callable[..., nn.Module] | None = None, *, name: str | None = None, **meta: Any
+) -> Callable:
+    """Register a builder function under its name (or ``name=``).
+
+    Usable bare (``@register_model``) or with metadata
+    (``@register_model(family="resnet", params=11_689_512)``). A duplicate name raises.
+    """
+
+    def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or f.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model name {key!r} is already registered")
+        meta.setdefault("family", f.__module__.rsplit(".", 1)[-1])
+        _REGISTRY[key] = _Entry(f, ModelMeta(name=key, **meta))
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+def register_alias(name: str, target: str, *, params: int | None = None, params_tol: int = 0,
+                   **defaults: Any) -> None:
+    """Register ``name`` as ``target`` with some overrides preset (e.g. ``se_resnet50``).
+
+    An alias only sets options: ``create_model(name, **kw)`` is
+    ``create_model(target, **{**defaults, **kw})``.
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is already registered")
+    base = _REGISTRY[target]
+
+    def build(**overrides: Any) -> nn.Module:
+        return base.fn(**{**defaults, **overrides})
+
+    build.__name__ = name
+    build.__doc__ = f"``{target}`` with {defaults}."
+    meta = replace(base.meta, name=name, params=params, params_tol=params_tol,
+                   defaults={**base.meta.defaults, **defaults}, alias_of=target)
+    _REGISTRY[name] = _Entry(build, meta)
+
+
+def _lookup(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (see cnnzoo.list_models())") from None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style wildcard pattern, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model_meta(name: str) -> ModelMeta:
+    """Metadata of a registered model; unknown names raise ``ValueError``."""
+    return _lookup(name).meta
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model. The one door: ``create_model("resnet56", attn="se")``.
+
+    Unknown names and invalid overrides raise ``ValueError`` saying what is allowed.
+    """
+    entry = _lookup(name)
+    model = entry.fn(**overrides)
+    model.meta = entry.meta
+    return model

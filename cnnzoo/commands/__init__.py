@@ -1,0 +1,1 @@
+"""Sub-commands of the ``cnnzoo`` CLI (thin: argument parsing and calls into the library)."""

@@ -1,0 +1,50 @@
+"""Construction helpers shared by the model families: override validation."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_INTERNAL = {"self", "args", "kwargs"}
+
+
+def allowed_options(*ctors: Callable) -> set[str]:
+    """Keyword names accepted by the given constructors."""
+    names: set[str] = set()
+    for c in ctors:
+        names |= {p for p in inspect.signature(c).parameters if p not in _INTERNAL}
+    return names
+
+
+def check_options(overrides: dict[str, Any], allowed: Iterable[str], what: str) -> None:
+    """Raise ``ValueError`` naming the unknown keywords and listing the allowed ones."""
+    allowed = set(allowed)
+    bad = sorted(set(overrides) - allowed)
+    if bad:
+        raise ValueError(
+            f"unknown option(s) {', '.join(bad)} for {what}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def build(ctor: Callable, overrides: dict[str, Any], *, extra: Iterable[Callable] = (),
+          exclude: Iterable[str] = (), **defaults: Any):
+    """``ctor(**{**defaults, **overrides})`` after checking every override is a known option.
+
+    ``extra`` names further constructors whose keywords ``ctor`` forwards through ``**kwargs``;
+    ``exclude`` names keywords that ``ctor`` computes itself and so may not be overridden.
+    """
+    allowed = allowed_options(ctor, *extra) - set(exclude)
+    check_options(overrides, allowed, getattr(ctor, "__name__", str(ctor)))
+    return ctor(**{**defaults, **overrides})
+
+
+def check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {choices}")
