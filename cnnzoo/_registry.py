@@ -26,7 +26,8 @@ class ModelMeta:
     """What is known about a registered model, independent of any instance.
 
     ``params`` is the published parameter count at ``num_classes`` classes;
-    ``params_tol`` is its rounding (0 means exact).
+    ``params_tol`` is its rounding (0 means exact); ``params_scope`` says what the publication
+    counted: ``"all"`` parameters, or only conv/linear ``"weights"`` (BN affine excluded).
     """
 
     name: str
@@ -38,6 +39,7 @@ class ModelMeta:
     paper: str = ""
     params: int | None = None
     params_tol: int = 0
+    params_scope: str = "all"
     defaults: dict[str, Any] = field(default_factory=dict)
     alias_of: str | None = None
 

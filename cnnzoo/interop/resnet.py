@@ -11,6 +11,7 @@ import re
 from ..models.resnet import ResNet
 from . import register_mapping
 
+
 def _unit(m: re.Match) -> str:
     return f"stages.{int(m.group(1)) - 1}.{m.group(2)}"
 

@@ -34,6 +34,16 @@ class ZooModel(nn.Module):
         self.num_classes = num_classes
 
 
+def count_params(model: nn.Module, scope: str = "all") -> int:
+    """Parameters of ``model``: ``"all"``, or only conv/linear ``"weights"`` (and their biases)."""
+    if scope == "all":
+        return sum(p.numel() for p in model.parameters())
+    if scope == "weights":
+        return sum(p.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                   for p in m.parameters(recurse=False))
+    raise ValueError(f"scope must be 'all' or 'weights', got {scope!r}")
+
+
 def init_weights(model: nn.Module) -> None:
     """He (fan-out) init for convs, unit/zero affine norms, small-normal linear layers."""
     for m in model.modules():
