@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cnnzoo.data import DataBundle, DataError, load_data
 from cnnzoo.data.bundle import split_train_val
+from cnnzoo.data.cache import atomic_save
 from cnnzoo.data.loaders import crop_flip, crop_flip_params
 from cnnzoo.data.sources import read_digits
 
@@ -190,3 +197,250 @@ def test_import_cnnzoo_does_not_import_data():
     code = "import sys, cnnzoo; print('cnnzoo.data' in sys.modules, 'sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------------------------
+# Image folders (directory and zip), the cache
+
+
+def _write_folder(root: Path, splits=(("train", 6), ("test", 3)), classes=("cat", "dog", "emu"),
+                  size=(12, 10), seed=0) -> dict[str, list[tuple[np.ndarray, int]]]:
+    """Lossless PNGs in ``root/<split>/<class>/``; returns what was written, per split."""
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[tuple[np.ndarray, int]]] = {}
+    for split, n in splits:
+        for label, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / c / f"{i:03d}.png")
+                written.setdefault(split, []).append((arr, label))
+    (root / "train" / "README.txt").write_text("not an image: ignored")
+    return written
+
+
+def _zip(folder: Path, dest: Path, top: str = "") -> Path:
+    with zipfile.ZipFile(dest, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            zf.write(p, top + p.relative_to(folder).as_posix())
+    return dest
+
+
+def _bundle_images(b: DataBundle, splits=("train", "val", "test")) -> list[str]:
+    return _rows(torch.cat([b._tensors[s][0] for s in splits]))
+
+
+def _written_rows(written, splits) -> list[str]:
+    return _rows(torch.stack([torch.from_numpy(a).permute(2, 0, 1) for s in splits for a, _ in written[s]]))
+
+
+def test_imagefolder_dir_and_zip_decode_exactly(tmp_path):
+    written = _write_folder(tmp_path / "f")
+    cache = str(tmp_path / "cache")
+    d = load_data(f"imagefolder:{tmp_path / 'f'}", cache_dir=cache, val_size=3)
+    z = load_data(f"imagefolder:{_zip(tmp_path / 'f', tmp_path / 'f.zip', top='wrapped/')}",
+                  cache_dir=cache, val_size=3)
+    for b in (d, z):
+        assert b.class_names == ["cat", "dog", "emu"] and b.input_size == (3, 12, 10)
+        assert b.sizes == {"train": 15, "val": 3, "test": 9}
+        assert _bundle_images(b, ("train", "val")) == _written_rows(written, ["train"])
+        assert _bundle_images(b, ("test",)) == _written_rows(written, ["test"])
+        assert b.labels("test").tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    assert d.info["cache_file"] != z.info["cache_file"]
+    small = load_data(f"imagefolder:{tmp_path / 'f'}", cache_dir=cache, image_size=8)
+    assert small.input_size == (3, 8, 8) and next(iter(small.loader("test", 4, train=False)))[0].shape == (
+        4, 3, 8, 8)
+
+
+def test_imagefolder_with_val_and_test_uses_its_val(tmp_path):
+    _write_folder(tmp_path, splits=(("train", 4), ("val", 2), ("test", 1)))
+    b = load_data(f"imagefolder:{tmp_path}", cache_dir=str(tmp_path / "c"))
+    assert b.sizes == {"train": 12, "val": 6, "test": 3} and b.info["val_from"] == "val folder"
+
+
+def test_cache_rebuilds_when_a_directory_changes(tmp_path):
+    _write_folder(tmp_path / "f")
+    cache = str(tmp_path / "cache")
+    spec = f"imagefolder:{tmp_path / 'f'}"
+    first = load_data(spec, cache_dir=cache)
+    assert not first.info["cache_hit"] and load_data(spec, cache_dir=cache).info["cache_hit"]
+    new = np.full((12, 10, 3), 7, dtype=np.uint8)
+    Image.fromarray(new).save(tmp_path / "f" / "test" / "dog" / "001.png")
+    again = load_data(spec, cache_dir=cache)
+    assert not again.info["cache_hit"] and again.info["cache_file"] != first.info["cache_file"]
+    assert not os.path.exists(first.info["cache_file"])  # the stale file is gone
+    assert (again._tensors["test"][0] == 7).all((1, 2, 3)).sum() == 1
+
+
+def test_cache_key_of_a_zip_is_its_content(tmp_path):
+    _write_folder(tmp_path / "f")
+    cache = str(tmp_path / "cache")
+    z = _zip(tmp_path / "f", tmp_path / "f.zip")
+    first = load_data(f"imagefolder:{z}", cache_dir=cache)
+    os.utime(z, (1, 1))  # touched, same content: still a hit
+    assert load_data(f"imagefolder:{z}", cache_dir=cache).info["cache_hit"]
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "f" / "train" / "cat" / "000.png")
+    _zip(tmp_path / "f", z)  # one member's content changed
+    again = load_data(f"imagefolder:{z}", cache_dir=cache)
+    assert not again.info["cache_hit"] and again.info["cache_file"] != first.info["cache_file"]
+    pool = torch.cat([again._tensors[s][0] for s in ("train", "val")])
+    assert (pool == 0).all((1, 2, 3)).sum() == 1
+
+
+def test_unreadable_cache_file_is_rebuilt(tmp_path):
+    _write_folder(tmp_path / "f")
+    spec, cache = f"imagefolder:{tmp_path / 'f'}", str(tmp_path / "cache")
+    first = load_data(spec, cache_dir=cache)
+    Path(first.info["cache_file"]).write_bytes(b"truncated")
+    again = load_data(spec, cache_dir=cache)
+    assert not again.info["cache_hit"] and _bundle_images(again) == _bundle_images(first)
+
+
+def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "c.pt"
+    atomic_save({"a": torch.arange(3)}, str(target))
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises
+        atomic_save({"a": lambda: 0}, str(target))
+    assert os.listdir(tmp_path) == ["c.pt"]  # no temp file left behind
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.arange(3))
+
+
+def test_corrupt_image_fails_naming_its_path(tmp_path):
+    _write_folder(tmp_path / "f")
+    bad = tmp_path / "f" / "train" / "dog" / "002.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match=r"cannot decode image .*train/dog/002\.png"):
+        load_data(f"imagefolder:{tmp_path / 'f'}", cache_dir=str(tmp_path / "c"))
+    z = _zip(tmp_path / "f", tmp_path / "f.zip")
+    with pytest.raises(DataError, match=r"train/dog/002\.png in .*f\.zip") as e:
+        load_data(f"imagefolder:{z}", cache_dir=str(tmp_path / "c"))
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "c").glob("*.pt"))  # nothing half-written
+
+
+def test_bad_folders_give_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_data(f"imagefolder:{tmp_path / 'nope'}")
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DataError, match="zip"):
+        load_data(f"imagefolder:{tmp_path / 'bad.zip'}")
+    _write_folder(tmp_path / "only_train", splits=(("train", 2),))
+    with pytest.raises(DataError, match="val/<class>/ or test/<class>/"):
+        load_data(f"imagefolder:{tmp_path / 'only_train'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="train/<class>/"):
+        load_data(f"imagefolder:{tmp_path / 'empty'}")
+
+
+def test_streaming_path_follows_the_same_contract(tmp_path):
+    _write_folder(tmp_path / "f", splits=(("train", 8), ("test", 3)))
+    z = _zip(tmp_path / "f", tmp_path / "f.zip")
+    b = load_data(f"imagefolder:{z}", stream=True, num_workers=0, val_size=4)
+    assert b.info["streaming"] and b.sizes == {"train": 20, "val": 4, "test": 9}
+    assert b.input_size == (3, 10, 10)
+    kw = dict(train=True, seed=1, epoch=1)
+    one = list(b.loader("train", 8, **kw))
+    halves = [list(b.loader("train", 4, rank=r, world_size=2, **kw)) for r in range(2)]
+    assert len(one) == 2
+    for (x, y), (x0, y0), (x1, y1) in zip(one, *halves, strict=True):
+        assert torch.equal(x, torch.cat([x0, x1])) and torch.equal(y, torch.cat([y0, y1]))
+    rest = list(b.loader("train", 8, start_batch=1, **kw))
+    assert len(rest) == 1 and torch.equal(rest[0][0], one[1][0])
+    x, y = _all(b.loader("test", 4, train=False))
+    assert x.shape == (9, 3, 10, 10) and y.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    # workers give the same batches as the main process, and a worker's error is one line
+    w = load_data(f"imagefolder:{z}", stream=True, num_workers=2, val_size=4)
+    assert all(torch.equal(a[0], c[0]) for a, c in zip(one, w.loader("train", 8, **kw), strict=True))
+    (tmp_path / "f" / "test" / "emu" / "001.png").write_bytes(b"garbage")
+    z = _zip(tmp_path / "f", tmp_path / "f.zip")
+    w = load_data(f"imagefolder:{z}", stream=True, num_workers=2, val_size=4)
+    with pytest.raises(DataError, match=r"cannot decode image test/emu/001\.png in") as e:
+        list(w.loader("test", 4, train=False))
+    assert "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR (python-pickle format, read with torchvision's classes)
+
+
+def _write_cifar(root: Path, name: str, per_file: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if name == "cifar10":
+        folder, files, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "labels"
+        test, meta, meta_key, n_cls = "test_batch", "batches.meta", "label_names", 10
+    else:
+        folder, files, key = root / "cifar-100-python", ["train"], "fine_labels"
+        test, meta, meta_key, n_cls = "test", "meta", "fine_label_names", 100
+    folder.mkdir(parents=True)
+    out = {"train_x": [], "train_y": []}
+    for f in [*files, test]:
+        data = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+        labels = rng.integers(0, n_cls, per_file).tolist()
+        with open(folder / f, "wb") as fh:
+            pickle.dump({"data": data, key: labels}, fh)
+        prefix = "test" if f == test else "train"
+        out.setdefault(f"{prefix}_x", []).append(data.reshape(-1, 3, 32, 32))
+        out.setdefault(f"{prefix}_y", []).append(labels)
+    with open(folder / meta, "wb") as fh:
+        pickle.dump({meta_key: [f"class{i}" for i in range(n_cls)]}, fh)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_reader_on_a_tiny_fake_dataset(tmp_path, name):
+    truth = _write_cifar(tmp_path / "data", name)
+    b = load_data(name, data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "c"), val_size=2)
+    n_train = len(truth["train_y"])
+    assert b.sizes == {"train": n_train - 2, "val": 2, "test": len(truth["test_y"])}
+    assert b.num_classes == (10 if name == "cifar10" else 100) and b.class_names[3] == "class3"
+    assert torch.equal(b._tensors["test"][0], torch.from_numpy(truth["test_x"]))
+    assert b.labels("test").tolist() == truth["test_y"].tolist()
+    pool = torch.cat([b._tensors[s][0] for s in ("train", "val")])
+    assert _rows(pool) == _rows(torch.from_numpy(truth["train_x"]))
+
+
+def test_cifar_rebuilds_when_its_files_change(tmp_path):
+    _write_cifar(tmp_path / "data", "cifar10")
+    kw = dict(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "c"), val_size=0)
+    first = load_data("cifar10", **kw)
+    assert load_data("cifar10", **kw).info["cache_hit"]
+    shutil.rmtree(tmp_path / "data")
+    truth = _write_cifar(tmp_path / "data", "cifar10", seed=1)
+    again = load_data("cifar10", **kw)
+    assert not again.info["cache_hit"] and again.info["cache_file"] != first.info["cache_file"]
+    assert torch.equal(again._tensors["test"][0], torch.from_numpy(truth["test_x"]))
+
+
+def test_missing_cifar_says_where_to_put_it(tmp_path):
+    with pytest.raises(DataError, match=r"cifar-10-batches-py.*--download") as e:
+        load_data("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(DataError, match=r"cifar-100-python"):
+        load_data("cifar100", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    _write_cifar(tmp_path, "cifar10")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04 truncated")
+    with pytest.raises(DataError, match="cannot read"):
+        load_data("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+
+
+# --------------------------------------------------------------------------------------------
+# The real CIFAR-10 (JPEG q75) zip, on a subset
+
+
+@pytest.mark.skipif(not SHARED_ZIP.is_file(), reason=f"{SHARED_ZIP} is absent (not shipped with the repo)")
+def test_shared_cifar10_jpeg_zip_subset(tmp_path):
+    b = load_data(f"imagefolder:{SHARED_ZIP}", cache_dir=str(tmp_path), subset=300, val_size=50)
+    assert b.class_names[:3] == ["airplane", "automobile", "bird"] and b.num_classes == 10
+    assert b.input_size == (3, 32, 32) and b.sizes == {"train": 250, "val": 50, "test": 300}
+    assert len(set(b.labels("train").tolist())) == 10
+    # statistics of real CIFAR-10 images, close to the published ones
+    assert all(abs(m - r) < 0.05 for m, r in zip(b.mean, (0.4914, 0.4822, 0.4465), strict=True))
+    # the first test image decodes to exactly what PIL gives for that member
+    with zipfile.ZipFile(SHARED_ZIP) as zf:
+        members = sorted(n for n in zf.namelist() if n.startswith("test/") and n.endswith(".jpg"))
+        from cnnzoo.data.sources import subset_indices
+        first = members[int(subset_indices(len(members), 300)[0])]
+        ref = np.array(Image.open(io.BytesIO(zf.read(first))).convert("RGB"))
+    assert torch.equal(b._tensors["test"][0][0], torch.from_numpy(ref).permute(2, 0, 1))
+    x, y = next(iter(b.loader("train", 64, train=True)))
+    assert x.shape == (64, 3, 32, 32) and torch.isfinite(x).all()

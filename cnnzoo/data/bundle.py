@@ -20,7 +20,6 @@ from .sources import (
     decode_folder,
     digits_fingerprint,
     ensure_cifar,
-    first_image_size,
     read_cifar,
     read_digits,
     scan_imagefolder,
@@ -222,7 +221,7 @@ def load_data(spec: str, data_dir: str = "./data", download: bool = False,
     if kind == "imagefolder":
         index = scan_imagefolder(path)
         info["source"] = index.path
-        size = (image_size, image_size) if image_size else tuple(first_image_size(index))
+        size = (image_size, image_size) if image_size else index.native_size
         n_kept = sum(min(len(m), subset or len(m)) for m in index.members.values())
         too_big = n_kept * 3 * size[0] * size[1] > CACHE_MAX_BYTES
         if stream or (stream is None and too_big):

@@ -211,6 +211,7 @@ class FolderIndex:
     class_names: list[str]
     members: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     fingerprint: str = ""
+    native_size: tuple[int, int] = (0, 0)  # (H, W) of the first training image
 
     def where(self, member: str) -> str:
         """A human-readable location of one member, for error messages."""
@@ -229,7 +230,7 @@ def _group(names: Sequence[str], prefix: str, path: str
     for n in names:
         rel = n[len(prefix):]
         parts = rel.split("/")
-        if len(parts) < 3 or parts[0] not in ("train",) + HELD_OUT or not _is_image(n):
+        if len(parts) < 3 or parts[0] not in ("train",) + HELD_OUT:
             continue
         by_split.setdefault(parts[0], []).append((n, parts[1]))
     if "train" not in by_split:
@@ -252,6 +253,7 @@ def scan_imagefolder(path: str) -> FolderIndex:
     if not os.path.exists(path):
         raise DataError(f"image folder not found: {path} (give a directory or a .zip with train/ and "
                         f"val/ or test/ sub-folders of class folders)")
+    zf = None
     if os.path.isdir(path):
         names, stats = [], []
         for root, dirs, files in os.walk(path):
@@ -266,21 +268,29 @@ def scan_imagefolder(path: str) -> FolderIndex:
         is_zip, fingerprint = False, _sha256(stats)
     else:
         try:
-            with zipfile.ZipFile(path) as zf:
-                infos = [i for i in zf.infolist() if not i.is_dir()]
+            zf = zipfile.ZipFile(path)
+            infos = [i for i in zf.infolist() if not i.is_dir()]
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(f"cannot read {path} as a zip archive ({e})") from None
         names = sorted(i.filename for i in infos if _is_image(i.filename))
         is_zip = True
         fingerprint = _sha256(sorted(f"{i.filename}\0{i.file_size}\0{i.CRC:08x}\n".encode() for i in infos))
-    prefix = ""
-    tops = {n.split("/", 1)[0] for n in names}
-    if "train" not in tops and len(tops) == 1:  # a layout wrapped in one top folder
-        prefix = tops.pop() + "/"
-    classes, by_split = _group(names, prefix, path)
-    label = {c: i for i, c in enumerate(classes)}
-    members = {s: [(n, label[c]) for n, c in sorted(v)] for s, v in by_split.items()}
-    return FolderIndex(path, is_zip, prefix, classes, members, fingerprint)
+    try:
+        prefix = ""
+        tops = {n.split("/", 1)[0] for n in names}
+        if "train" not in tops and len(tops) == 1:  # a layout wrapped in one top folder
+            prefix = tops.pop() + "/"
+        classes, by_split = _group(names, prefix, path)
+        label = {c: i for i, c in enumerate(classes)}
+        members = {s: [(n, label[c]) for n, c in sorted(v)] for s, v in by_split.items()}
+        index = FolderIndex(path, is_zip, prefix, classes, members, fingerprint)
+        first = members["train"][0][0]
+        data = _Reader(index, zf).read(first)
+        index.native_size = tuple(decode_image(data, index.where(first), None).shape[:2])
+        return index
+    finally:
+        if zf is not None:
+            zf.close()
 
 
 def decode_image(data: bytes, where: str, size: tuple[int, int] | None) -> np.ndarray:
@@ -301,10 +311,10 @@ def decode_image(data: bytes, where: str, size: tuple[int, int] | None) -> np.nd
 class _Reader:
     """Reads members' bytes from a directory or a zip; a zip is opened once per process."""
 
-    def __init__(self, index: FolderIndex):
+    def __init__(self, index: FolderIndex, zf: zipfile.ZipFile | None = None):
         self.index = index
-        self._zip: zipfile.ZipFile | None = None
-        self._pid = -1
+        self._zip = zf
+        self._pid = os.getpid() if zf is not None else -1
 
     def read(self, member: str) -> bytes:
         try:
@@ -320,12 +330,6 @@ class _Reader:
 
     def __getstate__(self):  # picklable for DataLoader workers: reopen the zip there
         return {"index": self.index, "_zip": None, "_pid": -1}
-
-
-def first_image_size(index: FolderIndex) -> tuple[int, int]:
-    """(H, W) of the first training image: the native size of a folder."""
-    member = index.members["train"][0][0]
-    return decode_image(_Reader(index).read(member), index.where(member), None).shape[:2]
 
 
 def decode_folder(index: FolderIndex, size: tuple[int, int], subset: int | None,
