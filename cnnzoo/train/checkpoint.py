@@ -1,0 +1,150 @@
+"""Checkpoints: atomic writes, safe loads, random-number-generator state.
+
+A checkpoint is a dict of tensors and plain values, read back with
+``torch.load(weights_only=True)``: loading one never runs code. Files are written atomically
+(temporary file in the same folder, flush, fsync, rename, fsync of the folder), so a crash or a
+SIGKILL at any moment leaves either the previous file or the new one, never half of one.
+
+Two files per run: ``last.pt`` (everything needed to continue exactly: model, optimizer,
+scheduler, EMA, gradient scaler, step, epoch, batch within the epoch, RNG states, history) and
+``best.pt`` (the weights that scored best on the validation split, with their config).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "cnnzoo-checkpoint/1"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(file_object)`` on a temporary file, then atomically move it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write_text(json.dumps(obj, indent=2, default=str) + "\n", path)
+
+
+# --------------------------------------------------------------------------------------------
+# RNG state as plain types and tensors (weights_only-loadable).
+
+
+def get_rng_state() -> dict[str, Any]:
+    py = random.getstate()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    v, keys, gauss = state["python"]
+    random.setstate((v, tuple(keys), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with checks.
+
+
+class CheckpointError(ValueError):
+    """An unreadable checkpoint, or one that does not fit the model it is loaded into."""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a cnnzoo checkpoint safely (``weights_only=True``); clear errors on bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, disallowed globals
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {msg}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cnnzoo training checkpoint (format {FORMAT})")
+    return ckpt
+
+
+def check_compatible(ckpt_config: dict[str, Any], model: str, model_opts: dict[str, Any],
+                     where: str = "checkpoint") -> None:
+    """Raise naming the difference when a checkpoint was made for another model or option set."""
+    if ckpt_config.get("model") != model:
+        raise CheckpointError(f"{where} is for model {ckpt_config.get('model')!r}, not {model!r}")
+    saved = ckpt_config.get("model_opts") or {}
+    def show(d: dict[str, Any], k: str) -> str:
+        return f"{k}={d[k]!r}" if k in d else f"{k} unset"
+
+    diffs = [f"{show(saved, k)} (checkpoint) vs {show(model_opts, k)} (given)"
+             for k in sorted(set(saved) | set(model_opts)) if saved.get(k) != model_opts.get(k)]
+    if diffs:
+        raise CheckpointError(f"{where} was made with other options for {model}: {'; '.join(diffs)}")
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """``load_state_dict`` that reports missing/unexpected/misshapen tensors in one line."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+        raise CheckpointError(f"{where} does not fit the model: {', '.join(parts)}")
+    model.load_state_dict(state)

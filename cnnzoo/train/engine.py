@@ -1,0 +1,552 @@
+"""The training loop: one process or many, resumable bit for bit.
+
+:func:`train` takes a resolved :class:`~cnnzoo.train.config.TrainConfig` and writes a run folder:
+``config.yaml``, ``metrics.csv``, ``tb/`` (TensorBoard), ``last.pt`` and ``best.pt``
+(see :mod:`~cnnzoo.train.checkpoint`), ``curves.png`` and ``results.json``.
+
+Exact resumption rests on three things: the data loader's determinism contract (the samples
+and augmentations of batch ``b`` of epoch ``e`` depend only on ``(seed, e, b)``), the RNG
+states saved in every checkpoint (dropout, stochastic depth), and mixup/cutmix drawing from a
+generator seeded by ``(seed, step)``. A run killed at any point and resumed with
+``--resume DIR`` continues from the last checkpoint (every ``checkpoint_every`` optimizer steps
+and at each epoch end) and ends with the same weights, bit for bit on CPU.
+
+Test hook: if the environment variable ``CNNZOO_KILL_AT_STEP=j`` is set, the process sends
+itself SIGKILL just before optimizer step ``j`` (the resume test uses it to die mid-epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import platform
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from . import distributed as D
+from .checkpoint import (
+    FORMAT,
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    check_compatible,
+    get_rng_state,
+    load_checkpoint,
+    load_model_state,
+    set_rng_state,
+)
+from .config import TrainConfig, lr_factor, validate
+from .evaluate import EvalResult, evaluate
+from .report import Reporter, plot_curves, rewrite_csv
+
+EVAL_BATCH = 256
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------
+# Loss: main output plus auxiliary heads, optionally on mixed samples.
+
+
+def compute_loss(output, target: torch.Tensor, criterion: Callable, aux_weight: float = 0.3,
+                 mix: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+    """Loss of a model output; a tuple ``(logits, aux1, ...)`` adds ``aux_weight`` x each aux loss.
+
+    ``mix = (target_b, lam)`` gives the mixup/cutmix loss ``lam * L(y) + (1 - lam) * L(y_b)``.
+    """
+    outs = tuple(output) if isinstance(output, (tuple, list)) else (output,)
+
+    def one(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if mix is None:
+            return criterion(logits, target)
+        target_b, lam = mix
+        return lam * criterion(logits, target) + (1 - lam) * criterion(logits, target_b)
+
+    loss = one(outs[0])
+    for aux in outs[1:]:
+        loss = loss + aux_weight * one(aux)
+    return loss
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float, gen: torch.Generator
+              ) -> tuple[torch.Tensor, tuple[torch.Tensor, float] | None]:
+    """Mixup (alpha ``mixup``) or CutMix (alpha ``cutmix``); one of the two, at random, if both.
+
+    All randomness comes from ``gen`` (seeded per step), so resumed runs mix identically.
+    """
+    if mixup <= 0 and cutmix <= 0:
+        return x, None
+    use_cutmix = cutmix > 0 and (mixup <= 0 or torch.rand((), generator=gen).item() < 0.5)
+    alpha = cutmix if use_cutmix else mixup
+    lam = _beta(alpha, gen)
+    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        rh, rw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy = int(torch.randint(h, (), generator=gen))
+        cx = int(torch.randint(w, (), generator=gen))
+        y0, y1 = max(cy - rh // 2, 0), min(cy + rh // 2, h)
+        x0, x1 = max(cx - rw // 2, 0), min(cx + rw // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the pasted area decides the label weight
+    else:
+        x = lam * x + (1 - lam) * x[perm]
+    return x, (y[perm], float(lam))
+
+
+def _beta(alpha: float, gen: torch.Generator) -> float:
+    # Beta(a, a) from two Gamma draws made with our own generator (torch.distributions would
+    # draw from the global RNG): Gamma(a) via Marsaglia-Tsang on standard normals/uniforms.
+    def gamma(a: float) -> float:
+        boost = 1.0
+        if a < 1:
+            boost = torch.rand((), generator=gen).item() ** (1 / a)
+            a += 1
+        d = a - 1 / 3
+        c = 1 / math.sqrt(9 * d)
+        while True:
+            z = torch.randn((), generator=gen).item()
+            v = (1 + c * z) ** 3
+            if v <= 0:
+                continue
+            u = torch.rand((), generator=gen).item()
+            if math.log(max(u, 1e-300)) < 0.5 * z * z + d - d * v + d * math.log(v):
+                return d * v * boost
+
+    g1, g2 = gamma(alpha), gamma(alpha)
+    return g1 / (g1 + g2)
+
+
+# --------------------------------------------------------------------------------------------
+# EMA of weights.
+
+
+class ModelEma:
+    """Exponential moving average of a model's parameters and buffers (the copy is evaluated)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, m in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+            if e.dtype.is_floating_point:
+                e.lerp_(m, 1 - self.decay)
+            else:
+                e.copy_(m)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def network_depth(model: nn.Module) -> int:
+    """Conv and linear layers of ``model``: the "depth" that papers count (ResNet-110 has 110)."""
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+
+
+def default_out(cfg: TrainConfig) -> str:
+    data = re.sub(r"[^A-Za-z0-9_.]+", "-", cfg.data.replace("imagefolder:", "folder-"))
+    data = data.strip("-")[-40:]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return str(Path("runs") / f"{cfg.model}-{data}-{stamp}")
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import torchvision
+
+    import cnnzoo
+
+    return {"cnnzoo": cnnzoo.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def hardware(device: torch.device, world_size: int) -> dict[str, Any]:
+    hw = {"device": str(device), "world_size": world_size, "threads": torch.get_num_threads(),
+          "platform": platform.platform(), "cpu": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    return hw
+
+
+def _measure(model: nn.Module, input_size) -> tuple[int, int | None]:
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        from cnnzoo.analysis import profile
+    except ImportError:  # cnnzoo.analysis not installed in this tree: MACs unknown
+        return params, None
+    m = copy.deepcopy(model).cpu().float().eval()
+    return params, int(profile(m, input_size=tuple(input_size)).macs)
+
+
+def _load_bundle(cfg: TrainConfig, dist: D.DistInfo):
+    from cnnzoo.data import load_data
+
+    def load():
+        return load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download, val_size=cfg.val_size,
+                         seed=cfg.seed, image_size=cfg.image_size, subset=cfg.subset,
+                         cache_dir=cfg.cache_dir)
+
+    # Rank 0 builds the on-disk cache first; the others then read it.
+    bundle = load() if dist.is_main else None
+    D.barrier()
+    return bundle if bundle is not None else load()
+
+
+class _StopFlag:
+    """SIGINT (Ctrl-C) sets a flag checked between steps; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.stop = True
+        signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer.
+
+
+class Trainer:
+    """One training run. Use :func:`train` unless you need to inject a model or a data bundle.
+
+    ``bundle`` follows the :func:`cnnzoo.data.load_data` interface; ``model`` replaces the
+    registry model built from ``cfg.model`` (the config still names it, for checkpoints).
+    """
+
+    def __init__(self, cfg: TrainConfig, *, bundle=None, model: nn.Module | None = None,
+                 resume: str | os.PathLike | None = None):
+        validate(cfg)
+        self.cfg = cfg
+        self.dist = D.setup(cfg.device)
+        self.device = self.dist.device
+        if cfg.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("--amp fp16 needs a CUDA GPU (it uses a gradient scaler); on CPU use --amp bf16")
+        if cfg.sync_bn and not self.dist.distributed:
+            raise ValueError("--sync-bn only makes sense with several processes (torchrun)")
+        if cfg.sync_bn and self.device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm has no CPU/gloo kernel); "
+                             "on CPU use a batch-independent norm, e.g. --opt norm_layer=gn")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+
+        self.out = Path(resume) if resume else Path(D.broadcast_object(cfg.out or default_out(cfg)))
+        if not resume and self.dist.is_main and (self.out / "last.pt").exists():
+            raise ValueError(f"{self.out} already holds a run; continue it with --resume {self.out} "
+                             "or choose another --out")
+
+        self.bundle = bundle if bundle is not None else _load_bundle(cfg, self.dist)
+        b = self.bundle
+        torch.manual_seed(cfg.seed)  # global RNG: weight init, dropout, stochastic depth
+        if model is None:
+            import cnnzoo
+
+            model = cnnzoo.create_model(cfg.model, num_classes=b.num_classes, in_chans=b.input_size[0],
+                                        **cfg.model_opts)
+        self.raw = model.to(self.device)
+        self.depth = network_depth(self.raw)
+        if cfg.sync_bn:
+            self.raw = nn.SyncBatchNorm.convert_sync_batchnorm(self.raw)
+        if cfg.channels_last:
+            self.raw = self.raw.to(memory_format=torch.channels_last)
+
+        self.steps_per_epoch = len(b.loader("train", cfg.batch_size, train=True, device="cpu", seed=cfg.seed,
+                                            rank=self.dist.rank, world_size=self.dist.world_size))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training split has {b.sizes['train']} images, fewer than one batch of "
+                             f"{cfg.batch_size} x {self.dist.world_size} process(es); lower --batch-size")
+        self.total = cfg.iters if cfg.iters is not None else cfg.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total / self.steps_per_epoch)
+
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.total, cfg, self.depth))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.ema = ModelEma(self.raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+        # position and bookkeeping (all saved in last.pt)
+        self.step = 0
+        self.epoch = 0
+        self.batch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_val: float | None = None
+        self.acc = [0.0, 0.0, 0.0]  # this epoch so far: loss sum, correct, seen
+        self.epoch_train_seconds = 0.0
+        self.seconds = 0.0
+
+        if resume:
+            self._restore(self.out / "last.pt")
+
+        self.model: nn.Module = self.raw
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+
+    # -- setup -------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.cfg
+        params = [p for p in self.raw.parameters() if p.requires_grad]
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                               weight_decay=c.weight_decay)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "kind": "last", "config": self.cfg.to_dict(),
+            "num_classes": self.bundle.num_classes, "input_size": list(self.bundle.input_size),
+            "class_names": list(self.bundle.class_names),
+            "model": self.raw.state_dict(), "ema": self.ema.module.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
+            "batch": self.batch, "rng": get_rng_state(), "history": self.history,
+            "best_val": self.best_val, "acc": list(self.acc),
+            "epoch_train_seconds": self.epoch_train_seconds, "seconds": self.seconds,
+        }
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        check_compatible(ckpt["config"], self.cfg.model, self.cfg.model_opts, str(path))
+        load_model_state(self.raw, ckpt["model"], str(path))
+        if self.ema is not None:
+            load_model_state(self.ema.module, ckpt["ema"], f"{path} (EMA)")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.epoch, self.batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
+        self.history, self.best_val = list(ckpt["history"]), ckpt["best_val"]
+        self.acc = list(ckpt["acc"])
+        self.epoch_train_seconds, self.seconds = ckpt["epoch_train_seconds"], ckpt["seconds"]
+        set_rng_state(ckpt["rng"])
+
+    def _save_last(self) -> None:
+        if self.dist.is_main:
+            atomic_save(self._state(), self.out / "last.pt")
+
+    def _eval_module(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.raw
+
+    def _save_best(self, val_top1: float | None) -> None:
+        if self.dist.is_main:
+            atomic_save({"format": FORMAT, "kind": "best", "config": self.cfg.to_dict(),
+                         "num_classes": self.bundle.num_classes, "input_size": list(self.bundle.input_size),
+                         "class_names": list(self.bundle.class_names),
+                         "model": self._eval_module().state_dict(), "epoch": self.epoch, "step": self.step,
+                         "val_top1": val_top1}, self.out / "best.pt")
+
+    def _evaluate(self, split: str) -> EvalResult | None:
+        if self.bundle.sizes.get(split, 0) == 0:
+            return None
+        loader = self.bundle.loader(split, EVAL_BATCH, train=False, device=self.device,
+                                    channels_last=self.cfg.channels_last)
+        return evaluate(self._eval_module(), loader, self.bundle.num_classes, self.amp_dtype)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, is_main = self.cfg, self.dist.is_main
+        rep = Reporter(self.out if is_main else None, enabled=is_main, purge_step=self.step or None)
+        if is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            atomic_write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), self.out / "config.yaml")
+            rewrite_csv(self.out / "metrics.csv", self.history)
+            if self.step == 0:
+                rep.line(f"training {cfg.model} on {cfg.data} ({self.bundle.sizes}) for {self.total} steps "
+                         f"({self.epochs} epochs of {self.steps_per_epoch}) on {self.device} "
+                         f"x{self.dist.world_size}; writing {self.out}")
+            else:
+                rep.line(f"resuming {self.out} at step {self.step} (epoch {self.epoch + 1}, "
+                         f"batch {self.batch})")
+        kill_at = int(os.environ.get("CNNZOO_KILL_AT_STEP", "-1"))
+        try:
+            with _StopFlag() as stop:
+                while self.step < self.total:
+                    self._train_epoch(rep, stop, kill_at)
+                    if stop.stop:
+                        self._save_last()
+                        rep.line(f"interrupted: saved {self.out / 'last.pt'} at step {self.step}; "
+                                 f"continue with: cnnzoo train --resume {self.out}")
+                        raise KeyboardInterrupt
+            results = self._finish(rep)
+        finally:
+            rep.close()
+        D.barrier()
+        return results
+
+    def _train_epoch(self, rep: Reporter, stop: _StopFlag, kill_at: int) -> None:
+        cfg, dist = self.cfg, self.dist
+        loader = self.bundle.loader("train", cfg.batch_size, train=True, device=self.device, seed=cfg.seed,
+                                    epoch=self.epoch, start_batch=self.batch, rank=dist.rank,
+                                    world_size=dist.world_size, channels_last=cfg.channels_last)
+        self.model.train()
+        rep.start_epoch(self.epoch, self.epochs, self.steps_per_epoch, self.batch)
+        t0 = time.perf_counter()
+        for b, (x, y) in enumerate(loader, start=self.batch):
+            if self.step >= self.total:
+                break
+            if self.step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+            xm, mix = mix_batch(x, y, cfg.mixup, cfg.cutmix, gen)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                                enabled=self.amp_dtype is not None):
+                out = self.model(xm)
+            loss = compute_loss(out, y, self.criterion, cfg.aux_weight, mix)
+            logits = out[0] if isinstance(out, (tuple, list)) else out
+            # One all-reduce per step: loss, correct, seen, and whether any rank was interrupted.
+            stats = D.all_reduce_sum(torch.stack([
+                loss.detach().float() * y.numel(), (logits.argmax(1) == y).sum().float(),
+                torch.tensor(float(y.numel()), device=y.device),
+                torch.tensor(float(stop.stop), device=y.device),
+            ])).cpu()
+            if not math.isfinite(stats[0].item()):
+                raise TrainingDiverged(
+                    f"the loss became {stats[0].item()} at step {self.step + 1} (epoch {self.epoch + 1}); "
+                    f"stopped without saving it: the last good checkpoint is {self.out / 'last.pt'} "
+                    "(try a lower --lr or --clip-grad)")
+            self.scaler.scale(loss).backward()
+            if cfg.clip_grad > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.raw)
+            self.step, self.batch = self.step + 1, b + 1
+            for i in range(3):
+                self.acc[i] += stats[i].item()
+            elapsed = time.perf_counter() - t0
+            rep.update(self.acc[0] / self.acc[2], self.acc[1] / self.acc[2],
+                       self.acc[2] / max(self.epoch_train_seconds + elapsed, 1e-9))
+            if self.step % 50 == 0:
+                rep.scalars(self.step, {"train/loss": stats[0].item() / stats[2].item(),
+                                        "train/lr": self.optimizer.param_groups[0]["lr"]})
+            if stats[3].item() > 0:
+                stop.stop = True
+                break
+            if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                    and self.batch < self.steps_per_epoch):
+                t0 = self._tick(t0)
+                self._save_last()
+        self._tick(t0)
+        rep.end_epoch()
+        if not stop.stop:
+            self._end_epoch(rep)
+
+    def _tick(self, t0: float) -> float:
+        """Add the training time since ``t0`` to the epoch's and the run's; return now."""
+        now = time.perf_counter()
+        self.epoch_train_seconds += now - t0
+        self.seconds += now - t0
+        return now
+
+    def _end_epoch(self, rep: Reporter) -> None:
+        t0 = time.perf_counter()
+        val = self._evaluate("val") if self.dist.is_main else None
+        D.barrier()
+        self.seconds += time.perf_counter() - t0
+        row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+               "train_loss": self.acc[0] / self.acc[2], "train_top1": self.acc[1] / self.acc[2],
+               "val_loss": val.loss if val else None, "val_top1": val.top1 if val else None,
+               "val_top5": val.top5 if val else None,
+               "images_per_s": self.acc[2] / max(self.epoch_train_seconds, 1e-9), "seconds": self.seconds}
+        self.history.append(row)
+        rep.epoch_row(row)
+        improved = val is not None and (self.best_val is None or val.top1 > self.best_val)
+        if improved:
+            self.best_val = val.top1
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.acc, self.epoch_train_seconds = [0.0, 0.0, 0.0], 0.0
+        if improved or (self.bundle.sizes.get("val", 0) == 0 and self.step >= self.total):
+            self._save_best(self.best_val)
+        self._save_last()
+
+    def _finish(self, rep: Reporter) -> dict[str, Any]:
+        if not self.dist.is_main:
+            return {}
+        cfg = self.cfg
+        best = load_checkpoint(self.out / "best.pt", map_location=self.device)
+        model = copy.deepcopy(self._eval_module())
+        model.load_state_dict(best["model"])
+        loader = self.bundle.loader("test", EVAL_BATCH, train=False, device=self.device,
+                                    channels_last=cfg.channels_last)
+        test = (evaluate(model, loader, self.bundle.num_classes, self.amp_dtype)
+                if self.bundle.sizes.get("test", 0) else None)
+        params, macs = _measure(model, self.bundle.input_size)
+        ips = [r["images_per_s"] for r in self.history]
+        results = {
+            "model": cfg.model, "model_opts": cfg.model_opts, "data": cfg.data,
+            "val_top1": self.best_val, "best_epoch": best["epoch"],
+            "test_top1": test.top1 if test else None, "test_top5": test.top5 if test else None,
+            "test_loss": test.loss if test else None,
+            "test_per_class": (dict(zip(self.bundle.class_names, test.per_class, strict=True))
+                               if test else None),
+            "params": params, "macs": macs, "epochs": len(self.history), "iters": self.step,
+            "seconds": round(self.seconds, 3), "images_per_s": sum(ips) / len(ips) if ips else None,
+            "seed": cfg.seed, "data_sizes": dict(self.bundle.sizes), "config": cfg.to_dict(),
+            "versions": versions(), "hardware": hardware(self.device, self.dist.world_size),
+        }
+        atomic_write_json(results, self.out / "results.json")
+        plot_curves(self.history, self.out / "curves.png", f"{cfg.model} on {cfg.data}")
+        if test:
+            rep.line(f"done in {self.seconds:.1f} s: best val top1 "
+                     f"{'n/a' if self.best_val is None else f'{self.best_val:.2%}'} (epoch {best['epoch']}), "
+                     f"test top1 {test.top1:.2%}, top5 {test.top5:.2%}; "
+                     f"results in {self.out / 'results.json'}")
+        return results
+
+
+def train(cfg: TrainConfig | None = None, *, bundle=None, model: nn.Module | None = None,
+          resume: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run (or, with ``resume=DIR``, continue) a training run; return ``results.json``'s content.
+
+    When resuming, the run's saved config is used; a ``cfg`` naming another model or other
+    model options raises ``ValueError`` naming the difference.
+    """
+    if resume is not None:
+        path = Path(resume) / "last.pt"
+        saved = TrainConfig.from_dict(load_checkpoint(path)["config"])
+        if cfg is not None and cfg.model is not None:
+            check_compatible(saved.to_dict(), cfg.model, cfg.model_opts, str(path))
+        cfg = saved
+    if cfg is None:
+        raise ValueError("train() needs a config or resume=DIR")
+    try:
+        return Trainer(cfg, bundle=bundle, model=model, resume=resume).run()
+    finally:
+        D.teardown()

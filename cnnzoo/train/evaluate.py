@@ -1,0 +1,158 @@
+"""Evaluation: top-1, top-5, per-class accuracy and the confusion matrix of a model on a split.
+
+:func:`evaluate` runs a model over a loader. :func:`evaluate_checkpoint` rebuilds a finished
+run's model from its checkpoint (``RUN_DIR/best.pt`` or any ``.pt`` written by the engine) and
+evaluates it on the run's data, so evaluating a run reproduces the test accuracy in its
+``results.json``. Under torchrun, the engine evaluates on rank 0 only (the others wait).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float
+    top5: float
+    per_class: list[float]
+    confusion: torch.Tensor  # [true, predicted] counts
+    n: int
+
+    def to_dict(self, class_names: list[str] | None = None) -> dict[str, Any]:
+        names = class_names or [str(i) for i in range(len(self.per_class))]
+        return {"top1": self.top1, "top5": self.top5, "loss": self.loss, "n": self.n,
+                "per_class": dict(zip(names, self.per_class, strict=True)),
+                "confusion": self.confusion.tolist()}
+
+
+def logits_of(output) -> torch.Tensor:
+    """The main logits of a model's output (a tuple's first element: GoogLeNet's aux heads)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype | None = None
+             ) -> EvalResult:
+    """Accuracy of ``model`` (put in eval mode, restored afterwards) over every batch of ``loader``."""
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    loss_sum, top5_hits, n = 0.0, 0, 0
+    k = min(5, num_classes)
+    try:
+        for x, y in loader:
+            with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16,
+                                enabled=amp_dtype is not None):
+                logits = logits_of(model(x))
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            pred = logits.argmax(1)
+            top5_hits += (logits.topk(k, 1).indices == y[:, None]).any(1).sum().item()
+            confusion += torch.bincount((y * num_classes + pred).cpu(),
+                                        minlength=num_classes ** 2).view(num_classes, num_classes)
+            n += y.numel()
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("the evaluation split is empty")
+    support = confusion.sum(1)
+    per_class = [(confusion[i, i] / support[i]).item() if support[i] else float("nan")
+                 for i in range(num_classes)]
+    return EvalResult(loss=loss_sum / n, top1=confusion.diag().sum().item() / n, top5=top5_hits / n,
+                      per_class=per_class, confusion=confusion, n=n)
+
+
+def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | Path,
+                   title: str = "") -> None:
+    """A confusion-matrix PNG (rows: true class, columns: predicted), row-normalized colours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_write
+
+    c = confusion.double()
+    frac = c / c.sum(1, keepdim=True).clamp_min(1)
+    n = len(class_names)
+    size = max(4.0, min(0.45 * n + 2, 20.0))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(frac.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        ax.set_xticks(range(n), class_names, rotation=90)
+        ax.set_yticks(range(n), class_names)
+        for i in range(n):
+            for j in range(n):
+                if confusion[i, j]:
+                    ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder means its ``best.pt``; a file is used as is."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "best.pt").is_file():
+            return p / "best.pt"
+        if (p / "last.pt").is_file():
+            return p / "last.pt"
+        raise ValueError(f"{p} holds no best.pt or last.pt: is it a cnnzoo training run folder?")
+    if not p.exists():
+        raise ValueError(f"{p} does not exist: give a run folder or a checkpoint file")
+    return p
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
+                        data_dir: str | None = None, device: str = "auto", batch_size: int = 256,
+                        cache_dir: str | None = None) -> tuple[EvalResult, dict[str, Any], list[str]]:
+    """Evaluate a run folder or checkpoint on ``split`` of its data (or of ``data``).
+
+    Returns the result, the run's config and the class names. The split (train/val/test) is
+    reproduced from the run's own data settings (validation size, seed, image size, subset).
+    """
+    import cnnzoo
+
+    from .checkpoint import load_checkpoint, load_model_state
+    from .distributed import resolve_device
+
+    if split not in ("test", "val", "train"):
+        raise ValueError(f"split={split!r} is not allowed; choose test, val or train")
+    ckpt_path = resolve_checkpoint(path)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = ckpt["config"]
+    from cnnzoo.data import load_data
+
+    bundle = load_data(data or cfg["data"], data_dir=data_dir or cfg["data_dir"], download=False,
+                       val_size=cfg["val_size"], seed=cfg["seed"], image_size=cfg["image_size"],
+                       subset=cfg["subset"], cache_dir=cache_dir or cfg["cache_dir"])
+    if bundle.num_classes != ckpt["num_classes"] or tuple(bundle.input_size) != tuple(ckpt["input_size"]):
+        raise ValueError(f"{ckpt_path} was trained for {ckpt['num_classes']} classes at input "
+                         f"{tuple(ckpt['input_size'])}, but {data or cfg['data']} has {bundle.num_classes} "
+                         f"classes at {tuple(bundle.input_size)}")
+    if bundle.sizes.get(split, 0) == 0:
+        raise ValueError(f"the {split} split of {data or cfg['data']} is empty")
+    dev = resolve_device(device)
+    model = cnnzoo.create_model(cfg["model"], num_classes=bundle.num_classes,
+                                in_chans=bundle.input_size[0], **cfg["model_opts"])
+    load_model_state(model, ckpt["model"], str(ckpt_path))
+    model.to(dev)
+    if cfg.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+    loader = bundle.loader(split, batch_size, train=False, device=dev,
+                           channels_last=bool(cfg.get("channels_last")))
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.get("amp", "none"))
+    return evaluate(model, loader, bundle.num_classes, amp), cfg, list(bundle.class_names)
