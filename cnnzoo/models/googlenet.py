@@ -313,6 +313,8 @@ class GoogLeNet(ZooModel):
         self.layout, self.stem_type = layout, stem
         self.input_transform = InputTransform() if transform_input else nn.Identity()
 
+        # Max-pools round up (ceil_mode), as Caffe, in which the paper's network was released:
+        # at 224x224 the sizes are Table 1's.
         if stem == "imagenet":
             # 224 -> 112 -> 56 (-> LRN, not reproduced) -> 56 -> 56 (-> LRN) -> 28
             self.stem = nn.Sequential(OrderedDict(
@@ -432,6 +434,9 @@ def googlenet(**kw):
     the 7x7 conv's 9,408 weights). On top come the classifier's 1,000 biases and, per conv
     output channel, a bias (7,280, ``norm=None``) or BN's scale and shift (14,560, default).
     ``googlenet_tv`` has 380,928 fewer: 16 r c per module where its 3x3 replaces the r->c 5x5.
+
+    Compute at 224x224 (``cnnzoo.analysis.profile``): 1.583 G multiply-adds (the paper's budget:
+    1.5 G; ``googlenet_tv`` 1.498 G; factorized 1.640 G with m = #5x5, 1.515 G with m = #5x5 reduce).
     """
     return _googlenet(kw, layout="paper", stem="imagenet")
 
