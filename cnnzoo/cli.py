@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Modules providing sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
     "cnnzoo.commands.models",
+    "cnnzoo.commands.analysis",
     "cnnzoo.commands.train",
 )
 

@@ -9,6 +9,52 @@ from pathlib import Path
 from .profile import ProfileResult
 
 
+def _place_labels(fig, ax, results, sizes, areas) -> None:
+    """Label every point beside its marker, trying positions around it until the label
+    overlaps no marker and no earlier label."""
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    px_per_pt = fig.dpi / 72
+    centers = [ax.transData.transform((r.params / 1e6, r.macs / 1e9)) for r in results]
+    radii = [math.sqrt(a) / 2 for a in areas]  # marker radius in points
+    obstacles = [Bbox.from_bounds(cx - rad * px_per_pt, cy - rad * px_per_pt, 2 * rad * px_per_pt,
+                                  2 * rad * px_per_pt) for (cx, cy), rad in zip(centers, radii, strict=True)]
+    directions = [(1, 1, "left", "bottom"), (1, -1, "left", "top"), (-1, 1, "right", "bottom"),
+                  (-1, -1, "right", "top"), (0, 1.3, "center", "bottom"), (0, -1.3, "center", "top"),
+                  (1.3, 0, "left", "center"), (-1.3, 0, "right", "center")]
+    order = sorted(range(len(results)), key=lambda i: (-results[i].macs, results[i].params))
+    placed = []
+    for i in order:
+        r = results[i]
+        label = (r.name or "?") + (f" ({r.input_size[1]}px)" if len(sizes) > 1 else "")
+        xy = (r.params / 1e6, r.macs / 1e9)
+        others = [b for j, b in enumerate(obstacles) if j != i] + placed
+        best = None
+        for reach in (0.75, 1.3):
+            for ux, uy, ha, va in directions:
+                d = radii[i] * reach + 2
+                text = ax.annotate(label, xy, xytext=(ux * d, uy * d), textcoords="offset points",
+                                   fontsize=8, ha=ha, va=va, zorder=4)
+                box = text.get_window_extent(renderer)
+                inside = ax.get_window_extent(renderer).contains(box.x0, box.y0) and \
+                    ax.get_window_extent(renderer).contains(box.x1, box.y1)
+                if inside and not any(box.overlaps(b) for b in others):
+                    best = (text, box)
+                    break
+                text.remove()
+            if best:
+                break
+        if best is None:  # crowded everywhere: the first position, overlapping
+            ux, uy, ha, va = directions[0]
+            d = radii[i] * 0.75 + 2
+            text = ax.annotate(label, xy, xytext=(ux * d, uy * d), textcoords="offset points",
+                               fontsize=8, ha=ha, va=va, zorder=4)
+            best = (text, text.get_window_extent(renderer))
+        placed.append(best[1])
+
+
 def check_plot_path(path: str | Path) -> Path:
     """``path`` as a Path if it names a .png, .svg or .pdf file, else ValueError."""
     path = Path(path)
@@ -29,6 +75,7 @@ def plot_cost(results: Sequence[ProfileResult], path: str | Path, families: Sequ
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     if not results:
         raise ValueError("nothing to plot: no models")
@@ -40,22 +87,23 @@ def plot_cost(results: Sequence[ProfileResult], path: str | Path, families: Sequ
     def area(rf: int | None) -> float:
         return 40 + 560 * math.sqrt((rf or 1) / rf_max)
 
-    fig, ax = plt.subplots(figsize=(8.5, 6.2), dpi=130)
+    fig, ax = plt.subplots(figsize=(9, 6.5), dpi=130)
     palette = plt.get_cmap("tab10")
     fam_order = list(dict.fromkeys(families))
+    fam_handles = []
     for fi, fam in enumerate(fam_order):
         pts = [r for r, f in zip(results, families, strict=True) if f == fam]
         ax.scatter([r.params / 1e6 for r in pts], [r.macs / 1e9 for r in pts],
                    s=[area(r.receptive_field) for r in pts], color=palette(fi % 10), alpha=0.55,
-                   edgecolors="black", linewidths=0.6, label=fam or None, zorder=3)
-    for r in results:
-        label = r.name or "?"
-        if len(sizes) > 1:
-            label += f" ({r.input_size[1]}px)"
-        ax.annotate(label, (r.params / 1e6, r.macs / 1e9), xytext=(7, 5), textcoords="offset points",
-                    fontsize=8, zorder=4)
+                   edgecolors="black", linewidths=0.6, zorder=3)
+        fam_handles.append(ax.scatter([], [], s=60, color=palette(fi % 10), alpha=0.7,
+                                      edgecolors="black", linewidths=0.6, label=fam))
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+    ax.tick_params(which="minor", labelsize=7)
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("multiply-adds per image (G MACs, log scale)")
     if title is None:
@@ -64,22 +112,22 @@ def plot_cost(results: Sequence[ProfileResult], path: str | Path, families: Sequ
             c, h, w = next(iter(sizes))
             title += f" at {c}x{h}x{w}"
     ax.set_title(title + "\n(marker area: receptive field of the last feature map)", fontsize=10)
-    ax.grid(True, which="both", alpha=0.25, zorder=0)
-    # Leave room for labels right of the rightmost and above the topmost points.
+    ax.grid(True, which="major", alpha=0.3, zorder=0)
+    ax.grid(True, which="minor", alpha=0.1, zorder=0)
+    # Room for labels beside the extreme points.
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
-    ax.set_xlim(x0 / 1.2, x1 * 2.0)
-    ax.set_ylim(y0 / 1.2, y1 * 1.5)
-    handles = []
-    for rf in sorted({max(1, round(rf_max / 4)), max(1, round(rf_max / 2)), rf_max}):
-        handles.append(ax.scatter([], [], s=area(rf), color="grey", alpha=0.4, edgecolors="black",
-                                  linewidths=0.6, label=f"rf {rf} px"))
-    first = ax.legend(loc="upper left", fontsize=8, title="family", title_fontsize=8) \
-        if any(fam_order) else None
-    if first is not None:
-        ax.add_artist(first)
-    ax.legend(handles=handles, loc="lower right", fontsize=8, title="receptive field",
-              title_fontsize=8, labelspacing=1.3, borderpad=0.9)
+    ax.set_xlim(x0 / 1.3, x1 * 2.2)
+    ax.set_ylim(y0 / 1.4, y1 * 1.6)
+    _place_labels(fig, ax, results, sizes, [area(r.receptive_field) for r in results])
+    rf_handles = [ax.scatter([], [], s=area(rf), color="grey", alpha=0.4, edgecolors="black",
+                             linewidths=0.6, label=f"{rf} px")
+                  for rf in sorted({max(1, round(rf_max / 4)), max(1, round(rf_max / 2)), rf_max})]
+    if any(fam_order):
+        ax.add_artist(ax.legend(handles=fam_handles, loc="upper left", fontsize=8, title="family",
+                                title_fontsize=8))
+    ax.legend(handles=rf_handles, loc="lower right", fontsize=8, title="receptive field",
+              title_fontsize=8, labelspacing=1.4, borderpad=1.0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

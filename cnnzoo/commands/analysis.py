@@ -1,0 +1,241 @@
+"""``cnnzoo summary MODEL`` and ``cnnzoo compare M1 M2 ...``: cost and receptive field.
+
+Thin: builds models on the meta device (shapes only, no memory) and renders what
+:func:`cnnzoo.analysis.profile` measured. ``--bench`` builds real weights to time them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+
+from ._options import add_opt_argument, parse_opts
+
+FORMATS = ("table", "markdown", "csv", "json")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "summary", help="parameters, multiply-adds, receptive field of one model",
+        description="Parameters, multiply-adds (FLOPs = 2 x MACs), other ops, activation memory "
+                    "and receptive field of a model, per stage and optionally per layer.")
+    p.add_argument("model", help="registered model name (see `cnnzoo list`)")
+    _add_input_size(p)
+    p.add_argument("--per-layer", action="store_true", help="one row per layer")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--bench", action="store_true",
+                   help="also time the forward pass (real weights, CPU, batch 1)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs for --bench (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for --bench")
+    add_opt_argument(p)
+    p.set_defaults(func=run_summary)
+
+    c = sub.add_parser(
+        "compare", help="compare the cost of several models",
+        description="One row per model: parameters, multiply-adds, receptive field, activations. "
+                    "Names may be wildcards ('resnet*').")
+    c.add_argument("models", nargs="+", help="registered model names or wildcard patterns")
+    _add_input_size(c, "input size for every model (default: each model's own)")
+    c.add_argument("--format", choices=FORMATS, default="table")
+    c.add_argument("--plot", metavar="FILE.png", help="scatter of parameters vs multiply-adds")
+    add_opt_argument(c)
+    c.set_defaults(func=run_compare)
+
+
+def _add_input_size(p, help_text: str = "input size (default: the model's own)") -> None:
+    p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help=help_text)
+
+
+# --------------------------------------------------------------------------------------------
+# Library calls.
+
+
+def build_model(name: str, opts: dict[str, Any], meta: bool = True):
+    """``create_model`` on the meta device (or for real); bad option values -> ValueError."""
+    import cnnzoo
+
+    cnnzoo.get_model_meta(name)  # unknown names fail here, with suggestions
+    try:
+        if meta:
+            with torch.device("meta"):
+                return cnnzoo.create_model(name, **opts)
+        return cnnzoo.create_model(name, **opts)
+    except TypeError as e:
+        raise ValueError(f"bad option for {name} {opts}: {e}") from None
+
+
+def measure(name: str, opts: dict[str, Any], input_size) -> Any:
+    from ..analysis import profile
+
+    model = build_model(name, opts)
+    return profile(model, input_size, name=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering.
+
+
+def _shape(s) -> str:
+    return "x".join(map(str, s))
+
+
+def _human(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {suffix}{unit}"
+    return f"{n:g} {unit}".strip()
+
+
+def _emit(tables: list[tuple[str, list[dict]]], fmt: str) -> None:
+    """Print titled tables: rich on a terminal, plain text in a pipe, or markdown/csv."""
+    from ._tables import print_rows, render
+
+    if fmt == "csv":  # one table: the last (the most detailed) one
+        print(render(tables[-1][1], "csv"))
+        return
+    tty = fmt == "table" and sys.stdout.isatty()
+    for i, (title, rows) in enumerate(tables):
+        if tty:
+            print_rows(rows, "table", title=title)
+            continue
+        if i:
+            print()
+        print(f"### {title}\n" if fmt == "markdown" else title)
+        print(render(rows, fmt))
+
+
+def _totals_rows(r) -> list[dict]:
+    rf = "none (no spatial map)" if r.receptive_field is None else (
+        f"{r.receptive_field} px, effective stride {r.effective_stride}")
+    return [
+        {"quantity": "parameters", "value": f"{r.params:,}", "readable": _human(r.params)},
+        {"quantity": "multiply-adds (MACs)", "value": f"{r.macs:,}", "readable": _human(r.macs, "MACs")},
+        {"quantity": "FLOPs (= 2 x MACs)", "value": f"{r.flops:,}", "readable": _human(r.flops, "FLOPs")},
+        {"quantity": "other ops (norm, act, pool, add, ...)", "value": f"{r.other_ops:,}",
+         "readable": _human(r.other_ops)},
+        {"quantity": "receptive field (last feature map)", "value": rf, "readable": ""},
+        {"quantity": "activations (fp32, batch 1)", "value": f"{r.activation_bytes:,} B",
+         "readable": f"{r.activation_bytes / 2**20:.1f} MiB"},
+    ]
+
+
+def _stage_rows(r, text: bool) -> list[dict]:
+    rows = []
+    for s in r.stages() + [{"stage": "total", "layers": len(r.layers), "output_shape": (),
+                            "params": r.params, "macs": r.macs, "other_ops": r.other_ops,
+                            "receptive_field": r.receptive_field,
+                            "effective_stride": r.effective_stride}]:
+        rows.append({
+            "stage": s["stage"], "output": _shape(s["output_shape"]), "layers": s["layers"],
+            "params": s["params"], "macs": s["macs"],
+            "macs_pct": round(100 * s["macs"] / r.macs, 1) if r.macs else 0.0,
+            "other_ops": s["other_ops"], "rf": _rf(s["receptive_field"], text),
+            "stride": _rf(s["effective_stride"], text),
+        })
+    return rows
+
+
+def _rf(v, text: bool):
+    return ("global" if v is None else v) if text else v
+
+
+def _layer_rows(r, text: bool) -> list[dict]:
+    return [{"name": row.name, "type": row.type, "stage": row.stage, "output": _shape(row.output_shape),
+             "params": row.params, "macs": row.macs, "other_ops": row.other_ops,
+             "rf": _rf(row.receptive_field, text), "stride": _rf(row.effective_stride, text)}
+            for row in r.layers]
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    opts = parse_opts(args.opt)
+    result = measure(args.model, opts, args.input_size)
+    latency = None
+    if args.bench:
+        from ..analysis import measure_latency
+
+        latency = measure_latency(build_model(args.model, opts, meta=False), result.input_size,
+                                  runs=args.runs, threads=args.threads)
+    if args.format == "json":
+        d = result.to_dict()
+        d["options"] = opts
+        if latency is not None:
+            d["latency"] = latency.to_dict()
+        print(json.dumps(d, indent=2, default=str))
+        return 0
+    text = args.format != "csv"
+    head = f"{args.model} at {_shape(result.input_size)}"
+    if opts:
+        head += " (" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")"
+    tables = []
+    if args.format != "csv":
+        totals = _totals_rows(result)
+        if latency is not None:
+            totals.append({"quantity": "latency (measured)", "value": f"{latency.median_ms:.2f} ms",
+                           "readable": f"median of {latency.runs} runs, {latency.threads} thread(s), "
+                                       f"batch {latency.batch_size}, {latency.device}"})
+        tables.append((head, totals))
+    tables.append(("stages (grouped by effective stride)", _stage_rows(result, text)))
+    if args.per_layer:
+        tables.append(("layers", _layer_rows(result, text)))
+    _emit(tables, args.format)
+    for n in result.notes:
+        print(f"note: {n}", file=sys.stderr)
+    if latency is not None and args.format == "csv":
+        print(f"latency: {latency}", file=sys.stderr)
+    return 0
+
+
+def expand_names(patterns: list[str]) -> list[str]:
+    import cnnzoo
+
+    names: list[str] = []
+    for p in patterns:
+        if any(ch in p for ch in "*?["):
+            found = cnnzoo.list_models(p)
+            if not found:
+                raise ValueError(f"no registered model matches {p!r}")
+        else:
+            cnnzoo.get_model_meta(p)
+            found = [p]
+        names += [n for n in found if n not in names]
+    return names
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    import cnnzoo
+
+    opts = parse_opts(args.opt)
+    if args.plot:
+        from ..analysis.plot import check_plot_path
+
+        check_plot_path(args.plot)
+    names = expand_names(args.models)
+    results = [measure(n, opts, args.input_size) for n in names]
+    families = [cnnzoo.get_model_meta(n).family for n in names]
+    text = args.format in ("table", "markdown")
+    rows = []
+    for r, fam in zip(results, families, strict=True):
+        row = {"model": r.name, "family": fam, "input": _shape(r.input_size), "params": r.params,
+               "macs": r.macs, "flops": r.flops, "other_ops": r.other_ops,
+               "receptive_field": _rf(r.receptive_field, text),
+               "effective_stride": _rf(r.effective_stride, text)}
+        if text:
+            row["activation_mib"] = round(r.activation_bytes / 2**20, 1)
+        else:
+            row["activation_bytes"] = r.activation_bytes
+        rows.append(row)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _emit([("model comparison" + (f" ({', '.join(f'{k}={v}' for k, v in opts.items())})"
+                                      if opts else ""), rows)], args.format)
+    if args.plot:
+        from ..analysis.plot import plot_cost
+
+        path = plot_cost(results, args.plot, families)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

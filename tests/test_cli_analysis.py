@@ -1,0 +1,139 @@
+"""`cnnzoo summary` and `cnnzoo compare`: output structure in every format, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+import cnnzoo
+from cnnzoo.analysis import profile
+from cnnzoo.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_summary_json_has_the_documented_keys(capsys):
+    code, out, _ = _run(capsys, "summary", "resnet20", "--format", "json", "--opt", "attn=se")
+    assert code == 0
+    d = json.loads(out)
+    for key in ("model", "input_size", "options", "params", "macs", "flops", "flops_convention",
+                "other_ops", "receptive_field", "effective_stride", "activation_bytes", "stages",
+                "layers", "notes"):
+        assert key in d
+    assert d["model"] == "resnet20" and d["options"] == {"attn": "se"} and d["input_size"] == [3, 32, 32]
+    assert d["params"] == 272_095 and d["flops"] == 2 * d["macs"]
+    assert sum(row["macs"] for row in d["layers"]) == d["macs"]
+    assert any(row["name"].endswith("attn.mul") for row in d["layers"])
+    assert d["stages"][-1]["stage"] == "head" and d["receptive_field"] == 81
+
+
+def test_summary_table_in_a_pipe_is_plain_text(capsys):
+    code, out, _ = _run(capsys, "summary", "resnet20")
+    assert code == 0
+    assert "resnet20 at 3x32x32" in out and "stages (grouped by effective stride)" in out
+    assert "269,722" in out and "81 px, effective stride 4" in out
+    assert "\x1b[" not in out and "┃" not in out  # no terminal styling in a pipe
+    for stage in ("stride 1", "stride 2", "stride 4", "head", "total"):
+        assert stage in out
+    assert "layers" not in out.split("stages (grouped")[1].splitlines()[-1]
+
+
+def test_summary_per_layer_markdown(capsys):
+    code, out, _ = _run(capsys, "summary", "resnet20", "--per-layer", "--format", "markdown")
+    assert code == 0
+    assert out.count("### ") == 3 and "|---|" in out
+    layer_lines = [ln for ln in out.split("### layers")[1].splitlines() if ln.startswith("| stages.")]
+    with_stem = len(profile(_meta("resnet20")).layers)
+    assert len(layer_lines) == with_stem - 3 - 3  # minus the stem's and the head's rows
+
+
+def _meta(name):
+    import torch
+
+    with torch.device("meta"):
+        return cnnzoo.create_model(name)
+
+
+def test_summary_csv_is_one_parseable_table(capsys):
+    code, out, _ = _run(capsys, "summary", "resnet20", "--format", "csv", "--input-size", "3", "64", "64")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["stage"] for r in rows] == ["stride 1", "stride 2", "stride 4", "head", "total"]
+    r = profile(_meta("resnet20"), (3, 64, 64))
+    assert int(rows[-1]["macs"]) == r.macs and int(rows[-1]["params"]) == 269_722
+    code, out, _ = _run(capsys, "summary", "resnet20", "--format", "csv", "--per-layer")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[0]["name"] == "stem.conv" and rows[0]["rf"] == "3"
+
+
+def test_summary_bench_reports_latency_structure(capsys):
+    code, out, _ = _run(capsys, "summary", "resnet20", "--opt", "width=0.25", "--opt", "stem_width=4",
+                        "--bench", "--runs", "2", "--threads", "1", "--format", "json")
+    assert code == 0
+    lat = json.loads(out)["latency"]
+    assert lat["runs"] == 2 and lat["threads"] == 1 and lat["batch_size"] == 1
+    assert lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv", "json"])
+def test_compare_one_row_per_model(capsys, fmt):
+    code, out, _ = _run(capsys, "compare", "resnet20", "resnet5*", "--format", fmt)
+    assert code == 0
+    names = ["resnet20", "resnet50", "resnet56"]
+    if fmt == "json":
+        rows = json.loads(out)
+        assert [r["model"] for r in rows] == names
+        assert rows[1]["macs"] == 4_089_184_256 and rows[1]["receptive_field"] == 427
+        assert rows[0]["input"] == "3x32x32" and rows[1]["input"] == "3x224x224"
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert [r["model"] for r in rows] == names and rows[1]["params"] == "25557032"
+    else:
+        body = [ln for ln in out.splitlines() if any(n in ln for n in names)]
+        assert len(body) == 3 and "25,557,032" in out
+
+
+def test_compare_plot_writes_a_png(capsys, tmp_path):
+    path = tmp_path / "cost.png"
+    code, _, err = _run(capsys, "compare", "resnet20", "resnet56", "wrn16_4", "--plot", str(path),
+                        "--format", "csv")
+    assert code == 0 and "wrote" in err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def _too_small_case():
+    for name in ("vgg16", "densenet121"):
+        if cnnzoo.list_models(name):
+            return name
+    pytest.skip("no registered model with an unpadded downsampling yet")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["summary", "resnet2"], "unknown model 'resnet2'"),
+    (["summary", "resnet20", "--opt", "attn"], "expected key=value"),
+    (["summary", "resnet20", "--opt", "colour=red"], "unknown option(s) colour"),
+    (["summary", "resnet20", "--opt", "unit=sideways"], "unit='sideways' is not allowed"),
+    (["summary", "resnet20", "--opt", "widths=5"], "bad option for resnet20"),
+    (["summary", "resnet20", "--input-size", "3", "0", "32"], "three positive ints"),
+    (["summary", "resnet20", "--input-size", "1", "32", "32"], "forward pass failed in stem.conv"),
+    (["compare", "resnet20", "nothing*"], "no registered model matches"),
+    (["compare", "resnet20", "--plot", "cost.txt"], "must end in .png"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_too_small_input_names_the_layer(capsys):
+    name = _too_small_case()
+    code, _, err = _run(capsys, "summary", name, "--input-size", "3", "16", "16")
+    assert code == 2 and err.count("\n") == 1
+    assert "input 3x16x16 is too small: the output of" in err and "collapses to zero size" in err
