@@ -170,8 +170,8 @@ def test_train_augmentation_is_crop_and_flip(digits):
 def test_crop_flip_matches_a_per_sample_reference():
     x = torch.randint(0, 256, (16, 3, 8, 10), dtype=torch.uint8)
     dy, dx, flip = crop_flip_params(seed=1, epoch=0, b=0, global_batch=16)
-    out = crop_flip(x, dy, dx, flip)
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    out = crop_flip(padded, dy, dx, flip)
     for i in range(16):
         ref = padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 10]
         assert torch.equal(out[i], ref.flip(2) if flip[i] else ref)

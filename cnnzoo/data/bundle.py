@@ -8,10 +8,11 @@ import time
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ._common import DataError, generator
 from .cache import cached, default_cache_dir
-from .loaders import StreamLoader, TensorLoader
+from .loaders import PAD, StreamLoader, TensorLoader
 from .sources import (
     Decoded,
     FolderIndex,
@@ -158,12 +159,12 @@ class DataBundle:
     def _device_tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in self._tensors:
             c, h, w = self.input_size
-            return torch.zeros(0, c, h, w, dtype=torch.uint8, device=device), torch.zeros(
+            return torch.zeros(0, c, h + 2 * PAD, w + 2 * PAD, dtype=torch.uint8, device=device), torch.zeros(
                 0, dtype=torch.int64, device=device)
         key = (split, str(device))
-        if key not in self._on_device:  # uploaded once per split and device, as uint8
+        if key not in self._on_device:  # uploaded once per split and device, as padded uint8
             x, y = self._tensors[split]
-            self._on_device[key] = (x.to(device), y.to(device))
+            self._on_device[key] = (F.pad(x.to(device), (PAD,) * 4), y.to(device))
         return self._on_device[key]
 
 
@@ -218,6 +219,8 @@ def load_data(spec: str, data_dir: str = "./data", download: bool = False,
     t0 = time.perf_counter()
     info: dict = {"spec": spec, "subset": subset, "seed": seed, "streaming": False}
 
+    if stream is not None and kind != "imagefolder":
+        raise DataError(f"stream applies to image folders only; {spec} is always cached")
     if kind == "imagefolder":
         index = scan_imagefolder(path)
         info["source"] = index.path

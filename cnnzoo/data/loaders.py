@@ -23,7 +23,6 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ._common import DataError, derive_seed, generator
 
@@ -93,19 +92,20 @@ def crop_flip_params(seed: int, epoch: int, b: int, global_batch: int, pad: int 
     return shifts[0], shifts[1], flips
 
 
-def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
+def crop_flip(xp: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
               pad: int = PAD) -> torch.Tensor:
-    """Per-sample random crop of the zero-padded batch, then horizontal flip: two gathers.
+    """Per-sample crop of an already zero-padded batch, then horizontal flip: two gathers.
 
-    ``x`` is (B, C, H, W) of any dtype; ``dy``, ``dx``, ``flip`` are (B,) on ``x``'s device. The
-    flip is folded into the column indices, so it costs nothing extra.
+    ``xp`` is (B, C, H + 2*pad, W + 2*pad) of any dtype; ``dy``, ``dx`` in ``[0, 2*pad]`` and
+    ``flip`` are (B,) on ``xp``'s device. The flip is folded into the column indices, so it costs
+    nothing extra. Returns (B, C, H, W).
     """
-    B, C, H, W = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    rows = dy[:, None] + torch.arange(H, device=x.device)                      # (B, H)
-    cols = dx[:, None] + torch.arange(W, device=x.device)                      # (B, W)
+    B, C, Hp, Wp = xp.shape
+    H, W = Hp - 2 * pad, Wp - 2 * pad
+    rows = dy[:, None] + torch.arange(H, device=xp.device)                     # (B, H)
+    cols = dx[:, None] + torch.arange(W, device=xp.device)                     # (B, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    xp = xp.gather(2, rows[:, None, :, None].expand(B, C, H, W + 2 * pad))    # (B, C, H, W+2p)
+    xp = xp.gather(2, rows[:, None, :, None].expand(B, C, H, Wp))             # (B, C, H, W+2p)
     return xp.gather(3, cols[:, None, None, :].expand(B, C, H, W))            # (B, C, H, W)
 
 
@@ -125,37 +125,39 @@ class _Normalize:
 class TensorLoader:
     """Batches of a uint8 tensor already on ``device``, augmented there in whole batches.
 
-    The random crop (4-pixel zero padding) and flip parameters of a global batch come from a CPU
+    The tensor is stored zero-padded by ``PAD`` pixels on each side (padded once, at upload), so
+    a training batch costs one row selection and two gathers, and an evaluation batch is a view
+    of the padded store's center. The crop and flip parameters of a global batch come from a CPU
     generator seeded from ``(seed, epoch, batch)``, are sliced for this rank and moved to the
     device; indexing, cropping and normalizing run on the device.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool,
+    def __init__(self, xp: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool,
                  device: torch.device, mean: Sequence[float], std: Sequence[float], seed: int = 0,
                  epoch: int = 0, start_batch: int = 0, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, augment: bool = True):
+                 channels_last: bool = False):
         self.plan = _Plan(len(y), batch_size, train=train, seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size, start_batch=start_batch)
-        self.x, self.y, self.device = x, y, device
-        self.train, self.augment, self.channels_last = train, augment and train, channels_last
+        self.xp, self.y, self.device = xp, y, device
+        self.train, self.channels_last = train, channels_last
         self.normalize = _Normalize(mean, std, device)
 
     def __len__(self) -> int:
         return self.plan.num_batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        p = self.plan
+        p, q = self.plan, PAD
         for b, idx in p.batches():
             if self.train:
                 idx = idx.to(self.device, non_blocking=True)
-                xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
-            else:  # contiguous: a view, no copy until normalization
-                xb, yb = self.x[int(idx[0]):int(idx[-1]) + 1], self.y[int(idx[0]):int(idx[-1]) + 1]
-            if self.augment:
                 dy, dx, flip = crop_flip_params(p.seed, p.epoch, b, p.global_batch)
                 sl = p.rank_slice(b)
                 dy, dx, flip = (t[sl].to(self.device, non_blocking=True) for t in (dy, dx, flip))
-                xb = crop_flip(xb, dy, dx, flip)
+                xb = crop_flip(self.xp.index_select(0, idx), dy, dx, flip)
+                yb = self.y.index_select(0, idx)
+            else:  # contiguous rows, center of the padding: a view, copied only by normalization
+                lo, hi = int(idx[0]), int(idx[-1]) + 1
+                xb, yb = self.xp[lo:hi, :, q:-q, q:-q], self.y[lo:hi]
             yield self.normalize(xb, self.channels_last), yb
 
 

@@ -411,5 +411,7 @@ class StreamingFolder(torch.utils.data.Dataset):
         if not self.train:
             return self.transform(im), label
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator only: torch.manual_seed would also queue lazy seeding of every
+            # accelerator backend, recording a traceback per call (most of the per-image cost)
+            torch.default_generator.manual_seed(seed)
             return self.transform(im), label
