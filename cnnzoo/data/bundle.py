@@ -150,8 +150,8 @@ class DataBundle:
         kw = dict(train=train, device=device, mean=self.mean, std=self.std, seed=seed, epoch=epoch,
                   start_batch=start_batch, rank=rank, world_size=world_size, channels_last=channels_last)
         if self._tensors is not None:
-            x, y = self._device_tensors(split, device)
-            return TensorLoader(x, y, batch_size, **kw)
+            store = lambda: self._device_tensors(split, device)  # noqa: E731
+            return TensorLoader(store, self.sizes[split], batch_size, **kw)
         index, members = self._streams.get(split, (None, []))
         ds = StreamingFolder(index, members, self.input_size[1], train) if index is not None else []
         return StreamLoader(ds, batch_size, num_workers=self._num_workers, **kw)

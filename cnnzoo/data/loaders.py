@@ -20,7 +20,7 @@ images, the last rank fewer).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -132,13 +132,15 @@ class TensorLoader:
     device; indexing, cropping and normalizing run on the device.
     """
 
-    def __init__(self, xp: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool,
-                 device: torch.device, mean: Sequence[float], std: Sequence[float], seed: int = 0,
-                 epoch: int = 0, start_batch: int = 0, rank: int = 0, world_size: int = 1,
+    def __init__(self, store: Callable[[], tuple[torch.Tensor, torch.Tensor]], n: int, batch_size: int, *,
+                 train: bool, device: torch.device, mean: Sequence[float], std: Sequence[float],
+                 seed: int = 0, epoch: int = 0, start_batch: int = 0, rank: int = 0, world_size: int = 1,
                  channels_last: bool = False):
-        self.plan = _Plan(len(y), batch_size, train=train, seed=seed, epoch=epoch, rank=rank,
+        self.plan = _Plan(n, batch_size, train=train, seed=seed, epoch=epoch, rank=rank,
                           world_size=world_size, start_batch=start_batch)
-        self.xp, self.y, self.device = xp, y, device
+        # ``store()`` gives the padded uint8 images and labels on the device; it is called only
+        # when iterating, so ``len(loader)`` costs no upload
+        self.store, self.device = store, device
         self.train, self.channels_last = train, channels_last
         self.normalize = _Normalize(mean, std, device)
 
@@ -147,17 +149,18 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         p, q = self.plan, PAD
+        xp, y = self.store()
         for b, idx in p.batches():
             if self.train:
                 idx = idx.to(self.device, non_blocking=True)
                 dy, dx, flip = crop_flip_params(p.seed, p.epoch, b, p.global_batch)
                 sl = p.rank_slice(b)
                 dy, dx, flip = (t[sl].to(self.device, non_blocking=True) for t in (dy, dx, flip))
-                xb = crop_flip(self.xp.index_select(0, idx), dy, dx, flip)
-                yb = self.y.index_select(0, idx)
+                xb = crop_flip(xp.index_select(0, idx), dy, dx, flip)
+                yb = y.index_select(0, idx)
             else:  # contiguous rows, center of the padding: a view, copied only by normalization
                 lo, hi = int(idx[0]), int(idx[-1]) + 1
-                xb, yb = self.xp[lo:hi, :, q:-q, q:-q], self.y[lo:hi]
+                xb, yb = xp[lo:hi, :, q:-q, q:-q], y[lo:hi]
             yield self.normalize(xb, self.channels_last), yb
 
 
