@@ -38,7 +38,7 @@ def test_summary_table_in_a_pipe_is_plain_text(capsys):
     code, out, _ = _run(capsys, "summary", "resnet20")
     assert code == 0
     assert "resnet20 at 3x32x32" in out and "stages (grouped by effective stride)" in out
-    assert "269,722" in out and "81 px, effective stride 4" in out
+    assert "269,722" in out and "81 px" in out and "effective stride 4" in out
     assert "\x1b[" not in out and "┃" not in out  # no terminal styling in a pipe
     for stage in ("stride 1", "stride 2", "stride 4", "head", "total"):
         assert stage in out
@@ -49,9 +49,10 @@ def test_summary_per_layer_markdown(capsys):
     code, out, _ = _run(capsys, "summary", "resnet20", "--per-layer", "--format", "markdown")
     assert code == 0
     assert out.count("### ") == 3 and "|---|" in out
-    layer_lines = [ln for ln in out.split("### layers")[1].splitlines() if ln.startswith("| stages.")]
-    with_stem = len(profile(_meta("resnet20")).layers)
-    assert len(layer_lines) == with_stem - 3 - 3  # minus the stem's and the head's rows
+    lines = [ln for ln in out.split("### layers")[1].splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| stage | name | type | output | params | MACs (M) | rf | stride")
+    assert len(lines) - 1 == len(profile(_meta("resnet20")).layers)
+    assert lines[1].startswith("| stride 1 | stem.conv | Conv2d | 16x32x32 | 432 |")
 
 
 def _meta(name):
@@ -97,7 +98,7 @@ def test_compare_one_row_per_model(capsys, fmt):
         assert [r["model"] for r in rows] == names and rows[1]["params"] == "25557032"
     else:
         body = [ln for ln in out.splitlines() if any(n in ln for n in names)]
-        assert len(body) == 3 and "25,557,032" in out
+        assert len(body) == 3 and "25.56" in body[1] and "4.089" in body[1] and "427" in body[1]
 
 
 def test_compare_plot_writes_a_png(capsys, tmp_path):

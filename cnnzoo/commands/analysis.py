@@ -90,52 +90,106 @@ def _human(n: float, unit: str = "") -> str:
     return f"{n:g} {unit}".strip()
 
 
-def _emit(tables: list[tuple[str, list[dict]]], fmt: str) -> None:
-    """Print titled tables: rich on a terminal, plain text in a pipe, or markdown/csv."""
-    from ._tables import print_rows, render
+def _emit(tables: list[tuple[str, list[dict]]], fmt: str, section: str | None = None) -> None:
+    """Print titled tables: rich on a terminal, plain text in a pipe, or markdown/csv.
+
+    ``section`` names a column whose changes draw a rule between rows on a terminal.
+    """
+    from ._tables import render
 
     if fmt == "csv":  # one table: the last (the most detailed) one
         print(render(tables[-1][1], "csv"))
         return
-    tty = fmt == "table" and sys.stdout.isatty()
+    if fmt == "table" and sys.stdout.isatty():
+        _print_rich(tables, section)
+        return
     for i, (title, rows) in enumerate(tables):
-        if tty:
-            print_rows(rows, "table", title=title)
-            continue
         if i:
             print()
         print(f"### {title}\n" if fmt == "markdown" else title)
         print(render(rows, fmt))
 
 
+def _print_rich(tables: list[tuple[str, list[dict]]], section: str | None) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from ._tables import _fmt
+
+    console = Console()
+    for title, rows in tables:
+        # A table with a "name" column is split into sections by ``section`` (a header row per
+        # stage instead of a column), which leaves the names room on an 80-column terminal.
+        split = section if section and rows and "name" in rows[0] else None
+        cols = [c for c in (rows[0] if rows else []) if c != split]
+        t = Table(title=title, box=box.SIMPLE_HEAD, title_style="bold", pad_edge=False,
+                  collapse_padding=True)
+        for c in cols:
+            numeric = all(isinstance(r[c], (int, float)) or r[c] in (None, "global") for r in rows)
+            if c == "name":
+                t.add_column(c, overflow="fold", min_width=min(14, max(len(r[c]) for r in rows)))
+            elif c == "type":
+                t.add_column(c, overflow="ellipsis", no_wrap=True, max_width=11)
+            else:
+                t.add_column(c, justify="right" if numeric else "left", no_wrap=True)
+        current = object()
+        for r in rows:
+            if split and r[split] != current:
+                current = r[split]
+                t.add_row(f"[bold]{current}[/bold]", *([""] * (len(cols) - 1)))
+            t.add_row(*(_fmt(r[c]) for c in cols))
+        console.print(t)
+
+
 def _totals_rows(r) -> list[dict]:
-    rf = "none (no spatial map)" if r.receptive_field is None else (
-        f"{r.receptive_field} px, effective stride {r.effective_stride}")
+    rf = ("none", "no spatial map") if r.receptive_field is None else (
+        f"{r.receptive_field} px", f"effective stride {r.effective_stride}")
     return [
         {"quantity": "parameters", "value": f"{r.params:,}", "readable": _human(r.params)},
-        {"quantity": "multiply-adds (MACs)", "value": f"{r.macs:,}", "readable": _human(r.macs, "MACs")},
-        {"quantity": "FLOPs (= 2 x MACs)", "value": f"{r.flops:,}", "readable": _human(r.flops, "FLOPs")},
-        {"quantity": "other ops (norm, act, pool, add, ...)", "value": f"{r.other_ops:,}",
+        {"quantity": "multiply-adds", "value": f"{r.macs:,}", "readable": _human(r.macs, "MACs")},
+        {"quantity": "FLOPs", "value": f"{r.flops:,}", "readable": _human(r.flops, "FLOPs") + " (2 x MACs)"},
+        {"quantity": "other ops", "value": f"{r.other_ops:,}",
          "readable": _human(r.other_ops)},
-        {"quantity": "receptive field (last feature map)", "value": rf, "readable": ""},
-        {"quantity": "activations (fp32, batch 1)", "value": f"{r.activation_bytes:,} B",
-         "readable": f"{r.activation_bytes / 2**20:.1f} MiB"},
+        {"quantity": "receptive field", "value": rf[0], "readable": rf[1]},
+        {"quantity": "activations", "value": f"{r.activation_bytes:,} B",
+         "readable": f"{r.activation_bytes / 2**20:.1f} MiB (fp32, batch 1)"},
     ]
 
 
+def _unit(total: float) -> tuple[float, str]:
+    """The scale that shows ``total`` with a few digits: (1e9, "G"), (1e6, "M") or (1e3, "k")."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if total >= scale:
+            return scale, suffix
+    return 1.0, ""
+
+
+def _scaled(v: int, scale: float) -> float:
+    return round(v / scale, 3) if scale > 1 else v
+
+
 def _stage_rows(r, text: bool) -> list[dict]:
-    rows = []
-    for s in r.stages() + [{"stage": "total", "layers": len(r.layers), "output_shape": (),
+    """Per-stage rows and a total row. Text formats show scaled units; csv raw counts."""
+    stages = r.stages() + [{"stage": "total", "layers": len(r.layers), "output_shape": (),
                             "params": r.params, "macs": r.macs, "other_ops": r.other_ops,
                             "receptive_field": r.receptive_field,
-                            "effective_stride": r.effective_stride}]:
-        rows.append({
-            "stage": s["stage"], "output": _shape(s["output_shape"]), "layers": s["layers"],
-            "params": s["params"], "macs": s["macs"],
-            "macs_pct": round(100 * s["macs"] / r.macs, 1) if r.macs else 0.0,
-            "other_ops": s["other_ops"], "rf": _rf(s["receptive_field"], text),
-            "stride": _rf(s["effective_stride"], text),
-        })
+                            "effective_stride": r.effective_stride}]
+    ps, pu = _unit(r.params)
+    ms, mu = _unit(r.macs)
+    rows = []
+    for s in stages:
+        pct = round(100 * s["macs"] / r.macs, 1) if r.macs else 0.0
+        if text:
+            rows.append({"stage": s["stage"], "output": _shape(s["output_shape"]),
+                         f"params ({pu})": _scaled(s["params"], ps), f"MACs ({mu})": _scaled(s["macs"], ms),
+                         "MACs %": pct, "rf": _rf(s["receptive_field"], text),
+                         "stride": _rf(s["effective_stride"], text)})
+        else:
+            rows.append({"stage": s["stage"], "output": _shape(s["output_shape"]), "layers": s["layers"],
+                         "params": s["params"], "macs": s["macs"], "macs_pct": pct,
+                         "other_ops": s["other_ops"], "rf": s["receptive_field"],
+                         "stride": s["effective_stride"]})
     return rows
 
 
@@ -144,8 +198,14 @@ def _rf(v, text: bool):
 
 
 def _layer_rows(r, text: bool) -> list[dict]:
-    return [{"name": row.name, "type": row.type, "stage": row.stage, "output": _shape(row.output_shape),
-             "params": row.params, "macs": row.macs, "other_ops": row.other_ops,
+    if not text:
+        return [{"name": row.name, "type": row.type, "stage": row.stage,
+                 "output": _shape(row.output_shape), "params": row.params, "macs": row.macs,
+                 "other_ops": row.other_ops, "rf": row.receptive_field, "stride": row.effective_stride}
+                for row in r.layers]
+    ms, mu = _unit(max((row.macs for row in r.layers), default=0))
+    return [{"stage": row.stage, "name": row.name, "type": row.type, "output": _shape(row.output_shape),
+             "params": row.params, f"MACs ({mu})": _scaled(row.macs, ms),
              "rf": _rf(row.receptive_field, text), "stride": _rf(row.effective_stride, text)}
             for row in r.layers]
 
@@ -181,7 +241,7 @@ def run_summary(args: argparse.Namespace) -> int:
     tables.append(("stages (grouped by effective stride)", _stage_rows(result, text)))
     if args.per_layer:
         tables.append(("layers", _layer_rows(result, text)))
-    _emit(tables, args.format)
+    _emit(tables, args.format, section="stage")
     for n in result.notes:
         print(f"note: {n}", file=sys.stderr)
     if latency is not None and args.format == "csv":
@@ -219,15 +279,16 @@ def run_compare(args: argparse.Namespace) -> int:
     text = args.format in ("table", "markdown")
     rows = []
     for r, fam in zip(results, families, strict=True):
-        row = {"model": r.name, "family": fam, "input": _shape(r.input_size), "params": r.params,
-               "macs": r.macs, "flops": r.flops, "other_ops": r.other_ops,
-               "receptive_field": _rf(r.receptive_field, text),
-               "effective_stride": _rf(r.effective_stride, text)}
         if text:
-            row["activation_mib"] = round(r.activation_bytes / 2**20, 1)
+            rows.append({"model": r.name, "family": fam, "input": _shape(r.input_size),
+                         "params (M)": round(r.params / 1e6, 2), "GMACs": round(r.macs / 1e9, 3),
+                         "rf": _rf(r.receptive_field, text), "stride": _rf(r.effective_stride, text),
+                         "act. MiB": round(r.activation_bytes / 2**20, 1)})
         else:
-            row["activation_bytes"] = r.activation_bytes
-        rows.append(row)
+            rows.append({"model": r.name, "family": fam, "input": _shape(r.input_size),
+                         "params": r.params, "macs": r.macs, "flops": r.flops, "other_ops": r.other_ops,
+                         "receptive_field": r.receptive_field, "effective_stride": r.effective_stride,
+                         "activation_bytes": r.activation_bytes})
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
