@@ -138,3 +138,51 @@ def test_too_small_input_names_the_layer(capsys):
     code, _, err = _run(capsys, "summary", name, "--input-size", "3", "16", "16")
     assert code == 2 and err.count("\n") == 1
     assert "input 3x16x16 is too small: the output of" in err and "collapses to zero size" in err
+
+
+# --------------------------------------------------------------------------------------------
+# The documented JSON schema (docs/analysis.md) holds for the command's output.
+
+
+def _documented_schema() -> dict:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "analysis.md").read_text()
+    block = text.split("The summary object's schema", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    return json.loads(block)
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+          "null": type(None), "boolean": bool}
+
+
+def _check(value, schema: dict, path: str = "$") -> None:
+    """The subset of JSON Schema the document uses: type, required, properties, items."""
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        ok = any(isinstance(value, _TYPES[t]) and not (t in ("integer", "number") and isinstance(value, bool))
+                 for t in types)
+        assert ok, f"{path}: {value!r} is not {types}"
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            assert key in value, f"{path}: missing {key}"
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                _check(value[key], sub, f"{path}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            _check(v, schema["items"], f"{path}[{i}]")
+
+
+def test_summary_json_follows_the_documented_schema(capsys):
+    schema = _documented_schema()
+    code, out, _ = _run(capsys, "summary", "resnet20", "--format", "json", "--opt", "width=0.25",
+                        "--opt", "stem_width=4", "--bench", "--runs", "1")
+    assert code == 0
+    d = json.loads(out)
+    _check(d, schema)
+    assert set(d) <= set(schema["properties"])  # nothing undocumented
+    assert set(d["layers"][0]) == set(schema["properties"]["layers"]["items"]["properties"])
+    with pytest.raises(AssertionError):  # the checker does check
+        _check({**d, "macs": "many"}, schema)
