@@ -298,16 +298,24 @@ class _Tracer(TorchDispatchMode):
         ins = [(t, self.get(t)) for t in flat_in if isinstance(t, torch.Tensor)]
         ins = [(t, rf) for t, rf in ins if rf is not None]
         t_out = _first_tensor(out)
-        if not ins or t_out is None:
-            return out
         name = _base_name(func)
-        if name in _NO_DATA:
+        if t_out is None or name in _NO_DATA:
             return out
+        if not ins:
+            if name not in _CONV and name not in _MATMUL:
+                return out  # work on weights or constants, not on activations
+            # A conv or product of tensors not derived from the input still costs MACs.
+            first = next(t for t in flat_in if isinstance(t, torch.Tensor))
+            ins = [(first, GLOBAL)]
         sp = _spatial(t_out)
         if sp is not None and 0 in sp:
             raise self._forward_error(args, "output size is too small")
         rf, macs, other = self._rule(name, func, args, kwargs, ins, t_out)
         self.set(t_out, rf)
+        if isinstance(out, (list, tuple)):  # split/chunk: every piece keeps the field
+            for o in out:
+                if isinstance(o, torch.Tensor) and o is not t_out:
+                    self.set(o, rf)
         if not _aliases(func):
             self.activation_elems += t_out.numel()
         if macs or other:
