@@ -194,7 +194,7 @@ def test_loader_bad_arguments(digits):
 
 
 def test_import_cnnzoo_does_not_import_data():
-    code = "import sys, cnnzoo; print('cnnzoo.data' in sys.modules, 'sklearn' in sys.modules)"
+    code = "import sys, cnnzoo; print('cnnzoo.data' in sys.modules, 'cnnzoo.train' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -327,9 +327,17 @@ def test_bad_folders_give_clear_errors(tmp_path):
     _write_folder(tmp_path / "only_train", splits=(("train", 2),))
     with pytest.raises(DataError, match="val/<class>/ or test/<class>/"):
         load_data(f"imagefolder:{tmp_path / 'only_train'}")
-    (tmp_path / "empty").mkdir()
+    hidden = tmp_path / "empty" / ".hidden" / "train" / "a"  # hidden folders are not data
+    hidden.mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(hidden / "0.png")
     with pytest.raises(DataError, match="train/<class>/"):
         load_data(f"imagefolder:{tmp_path / 'empty'}")
+
+
+def test_unwritable_cache_dir_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(DataError, match="cannot write the data cache"):
+        load_data("digits", cache_dir=str(tmp_path / "file"))
 
 
 def test_streaming_path_follows_the_same_contract(tmp_path):

@@ -230,8 +230,8 @@ def _group(names: Sequence[str], prefix: str, path: str
     for n in names:
         rel = n[len(prefix):]
         parts = rel.split("/")
-        if len(parts) < 3 or parts[0] not in ("train",) + HELD_OUT:
-            continue
+        if len(parts) < 3 or parts[0] not in ("train",) + HELD_OUT or any(q.startswith(".") for q in parts):
+            continue  # not split/class/file, or inside a hidden folder (.ipynb_checkpoints, ...)
         by_split.setdefault(parts[0], []).append((n, parts[1]))
     if "train" not in by_split:
         raise DataError(f"no images under train/<class>/ in {path}: an image folder needs train/ and val/ "
