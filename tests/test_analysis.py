@@ -139,6 +139,28 @@ def test_hand_computed_counts():
     assert [row.output_shape for row in r.layers][-1] == (5,)
 
 
+class _SharedAndSplit(nn.Module):
+    """One conv called twice, and a tensor split into halves that are convolved separately."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.half = nn.Conv2d(2, 2, 5, padding=2, bias=False)
+
+    def forward(self, x):
+        y = self.conv(self.conv(x))
+        a, b = torch.chunk(y, 2, dim=1)
+        return torch.cat([self.half(a), b], 1)
+
+
+def test_shared_modules_and_split_tensors():
+    r = profile(_SharedAndSplit(), (4, 8, 8))
+    assert [row.name for row in r.layers] == ["conv", "conv", "half", "cat"]
+    assert [row.params for row in r.layers] == [144, 0, 100, 0]  # shared weights counted once
+    assert r.macs == 2 * 64 * 4 * 4 * 9 + 64 * 2 * 2 * 25
+    assert [row.receptive_field for row in r.layers] == [3, 5, 9, 9]
+
+
 def test_rows_add_up_and_meta_equals_cpu():
     real = cnnzoo.create_model("resnet20", width=0.5, stem_width=8)
     with torch.device("meta"):
