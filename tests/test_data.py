@@ -258,6 +258,15 @@ def test_imagefolder_with_val_and_test_uses_its_val(tmp_path):
     assert b.sizes == {"train": 12, "val": 6, "test": 3} and b.info["val_from"] == "val folder"
 
 
+def test_imagefolder_with_only_val_tests_on_it(tmp_path):
+    """train/ + val/ (ImageNet style): val/ is held out as the test split, validation comes
+    from train/, so the folder that reports the result never picks the checkpoint."""
+    written = _write_folder(tmp_path / "f", splits=(("train", 4), ("val", 2)))
+    b = load_data(f"imagefolder:{tmp_path / 'f'}", cache_dir=str(tmp_path / "c"), val_size=3)
+    assert b.sizes == {"train": 9, "val": 3, "test": 6} and b.info["val_from"] == "train"
+    assert _bundle_images(b, ("test",)) == _written_rows(written, ["val"])
+
+
 def test_cache_rebuilds_when_a_directory_changes(tmp_path):
     _write_folder(tmp_path / "f")
     cache = str(tmp_path / "cache")

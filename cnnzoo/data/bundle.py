@@ -247,6 +247,7 @@ def load_data(spec: str, data_dir: str = "./data", download: bool = False,
         default_val = None
     else:
         size = image_size or 32
+        data_dir = os.path.expanduser(data_dir)
         files = ensure_cifar(kind, data_dir, download)
         info["source"] = os.path.dirname(os.path.abspath(files[0]))
         decoded, info["cache_file"], info["cache_hit"] = cached(

@@ -29,9 +29,9 @@ from ._common import DataError, derive_seed, generator
 PAD = 4  # pixels of zero padding for the random crop (He et al., 2016, CIFAR experiments)
 
 
-def _check(split_size: int, batch_size: int, rank: int, world_size: int, start_batch: int) -> None:
-    for name, v, lo in (("batch_size", batch_size, 1), ("world_size", world_size, 1),
-                        ("rank", rank, 0), ("start_batch", start_batch, 0)):
+def _check(batch_size: int, seed: int, epoch: int, rank: int, world_size: int, start_batch: int) -> None:
+    for name, v, lo in (("batch_size", batch_size, 1), ("seed", seed, 0), ("epoch", epoch, 0),
+                        ("world_size", world_size, 1), ("rank", rank, 0), ("start_batch", start_batch, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise DataError(f"{name} must be an integer >= {lo}, got {v!r}")
     if rank >= world_size:
@@ -43,7 +43,7 @@ class _Plan:
 
     def __init__(self, n: int, batch_size: int, *, train: bool, seed: int, epoch: int,
                  rank: int, world_size: int, start_batch: int):
-        _check(n, batch_size, rank, world_size, start_batch)
+        _check(batch_size, seed, epoch, rank, world_size, start_batch)
         self.n, self.batch_size, self.train = n, batch_size, train
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
         self.start_batch = start_batch
@@ -66,8 +66,8 @@ class _Plan:
     def permutation(self) -> torch.Tensor:
         return torch.randperm(self.n, generator=generator("epoch-perm", self.seed, self.epoch))
 
-    def rank_slice(self, b: int) -> slice:
-        """Positions, within global batch ``b``, that belong to this rank."""
+    def rank_slice(self) -> slice:
+        """Positions, within a global batch, that belong to this rank."""
         return slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
 
     def batches(self) -> Iterator[tuple[int, torch.Tensor]]:
@@ -76,7 +76,7 @@ class _Plan:
             perm = self.permutation()
             for b in range(self.start_batch, self.num_batches):
                 g = perm[b * self.global_batch:(b + 1) * self.global_batch]
-                yield b, g[self.rank_slice(b)]
+                yield b, g[self.rank_slice()]
         else:
             for b in range(self.start_batch, self.num_batches):
                 lo = self.lo + b * self.batch_size
@@ -154,7 +154,7 @@ class TensorLoader:
             if self.train:
                 idx = idx.to(self.device, non_blocking=True)
                 dy, dx, flip = crop_flip_params(p.seed, p.epoch, b, p.global_batch)
-                sl = p.rank_slice(b)
+                sl = p.rank_slice()
                 dy, dx, flip = (t[sl].to(self.device, non_blocking=True) for t in (dy, dx, flip))
                 xb = crop_flip(xp.index_select(0, idx), dy, dx, flip)
                 yb = y.index_select(0, idx)

@@ -239,6 +239,8 @@ def _group(names: Sequence[str], prefix: str, path: str
     if not any(s in by_split for s in HELD_OUT):
         raise DataError(f"no images under val/<class>/ or test/<class>/ in {path}: an image folder needs "
                         f"train/ and val/ or test/, each with one sub-folder per class")
+    if "test" not in by_split:  # train/ + val/ only (ImageNet style): val/ is the held-out test
+        by_split["test"] = by_split.pop("val")
     classes = sorted({c for _, c in by_split["train"]})
     for split in HELD_OUT:
         extra = sorted({c for _, c in by_split.get(split, [])} - set(classes))
