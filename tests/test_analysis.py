@@ -145,17 +145,17 @@ class _SharedAndSplit(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
-        self.half = nn.Conv2d(2, 2, 5, padding=2, bias=False)
+        self.part = nn.Conv2d(2, 2, 5, padding=2, bias=False)
 
     def forward(self, x):
         y = self.conv(self.conv(x))
         a, b = torch.chunk(y, 2, dim=1)
-        return torch.cat([self.half(a), b], 1)
+        return torch.cat([self.part(a), b], 1)
 
 
 def test_shared_modules_and_split_tensors():
     r = profile(_SharedAndSplit(), (4, 8, 8))
-    assert [row.name for row in r.layers] == ["conv", "conv", "half", "cat"]
+    assert [row.name for row in r.layers] == ["conv", "conv", "part", "cat"]
     assert [row.params for row in r.layers] == [144, 0, 100, 0]  # shared weights counted once
     assert r.macs == 2 * 64 * 4 * 4 * 9 + 64 * 2 * 2 * 25
     assert [row.receptive_field for row in r.layers] == [3, 5, 9, 9]
