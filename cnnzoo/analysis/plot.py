@@ -102,7 +102,7 @@ def plot_cost(results: Sequence[ProfileResult], path: str | Path, families: Sequ
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.tick_params(which="minor", labelsize=7)
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("multiply-adds per image (G MACs, log scale)")

@@ -127,12 +127,13 @@ def _print_rich(tables: list[tuple[str, list[dict]]], section: str | None) -> No
                   collapse_padding=True)
         for c in cols:
             numeric = all(isinstance(r[c], (int, float)) or r[c] in (None, "global") for r in rows)
-            if c == "name":
-                t.add_column(c, overflow="fold", min_width=min(14, max(len(r[c]) for r in rows)))
-            elif c == "type":
+            full = max([len(c)] + [len(_fmt(r[c])) for r in rows])
+            if c in ("name", "model"):  # long names fold rather than push numbers off screen
+                t.add_column(c, overflow="fold", min_width=min(14, full))
+            elif c in ("type", "family"):
                 t.add_column(c, overflow="ellipsis", no_wrap=True, max_width=11)
             else:
-                t.add_column(c, justify="right" if numeric else "left", no_wrap=True)
+                t.add_column(c, justify="right" if numeric else "left", no_wrap=True, min_width=full)
         current = object()
         for r in rows:
             if split and r[split] != current:
