@@ -165,6 +165,15 @@ def _cases():
                                                          num_init_features=8, bn_size=2),
                      (3, 160, 160), "features", id="densenet-small"),
     ]
+    # cnnzoo's own VGG and DenseNet (written concurrently): run once they are registered.
+    if _registered("cifar_vgg11"):
+        cases.append(pytest.param(lambda: cnnzoo.create_model("cifar_vgg11", width=0.125),
+                                  (3, 176, 176), "features", id="cnnzoo-vgg11"))
+    if _registered("densenet"):
+        cases.append(pytest.param(
+            lambda: cnnzoo.create_model("densenet", growth_rate=4, block_config=(2, 2, 2),
+                                        stem_width=8, bn_size=2),
+            (3, 160, 160), "stages", id="cnnzoo-densenet"))
     if _registered("googlenet"):  # the paper layout, with true 5x5 branches
         cases.append(pytest.param(lambda: cnnzoo.create_model("googlenet"), (3, 120, 120),
                                   "blocks.inception3b", id="googlenet-paper"))
