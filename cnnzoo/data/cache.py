@@ -50,6 +50,7 @@ def atomic_save(obj: object, path: str) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as its data
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -26,8 +26,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -311,55 +312,70 @@ def decode_image(data: bytes, where: str, size: tuple[int, int] | None) -> np.nd
 
 
 class _Reader:
-    """Reads members' bytes from a directory or a zip; a zip is opened once per process."""
+    """Reads members' bytes from a directory or a zip; a zip is opened once per process.
+
+    Threads may share one reader: ``ZipFile`` is not documented as thread-safe (its handle
+    reference count is updated without a lock), so zip reads are serialized here; decoding,
+    the expensive part, runs outside the lock.
+    """
 
     def __init__(self, index: FolderIndex, zf: zipfile.ZipFile | None = None):
         self.index = index
         self._zip = zf
         self._pid = os.getpid() if zf is not None else -1
+        self._lock = threading.Lock()
 
     def read(self, member: str) -> bytes:
         try:
             if not self.index.is_zip:
                 with open(os.path.join(self.index.path, member), "rb") as f:
                     return f.read()
-            if self._zip is None or self._pid != os.getpid():  # zip handles must not cross a fork
-                self._zip = zipfile.ZipFile(self.index.path)
-                self._pid = os.getpid()
-            return self._zip.read(member)
+            with self._lock:
+                if self._zip is None or self._pid != os.getpid():  # a zip handle must not cross a fork
+                    self._zip = zipfile.ZipFile(self.index.path)
+                    self._pid = os.getpid()
+                return self._zip.read(member)
         except (OSError, zipfile.BadZipFile, KeyError) as e:
             raise DataError(f"cannot read {self.index.where(member)} ({type(e).__name__}: {e})") from None
 
-    def __getstate__(self):  # picklable for DataLoader workers: reopen the zip there
-        return {"index": self.index, "_zip": None, "_pid": -1}
+    def close(self) -> None:
+        if self._zip is not None and self._pid == os.getpid():
+            self._zip.close()
+        self._zip = None
+
+    def __getstate__(self):  # picklable for DataLoader workers: the zip is reopened there
+        return {"index": self.index}
+
+    def __setstate__(self, state):
+        self.__init__(state["index"])
 
 
-def decode_folder(index: FolderIndex, size: tuple[int, int], subset: int | None,
-                  progress: Callable[[int, int], None] | None = None) -> Decoded:
+def decode_folder(index: FolderIndex, size: tuple[int, int], subset: int | None) -> Decoded:
     """Decode every (kept) image of an image folder into uint8 tensors of shape (3, *size)."""
     reader = _Reader(index)
-    reader.read(index.members["train"][0][0])  # opens the zip once, before the threads share it
     splits = {}
-    total = sum(min(len(m), subset or len(m)) for m in index.members.values())
-    done = 0
-    # PIL decodes without the GIL, and zipfile reads are locked per archive: two threads keep
-    # both cores busy on small JPEGs without the cost of processes.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for split, members in index.members.items():
-            keep = subset_indices(len(members), subset).tolist()
-            chosen = [members[i] for i in keep]
-            x = np.empty((len(chosen), size[0], size[1], 3), dtype=np.uint8)
+    # PIL decodes without the GIL: a few threads keep the cores busy on small JPEGs without
+    # the start-up and copying costs of processes.
+    try:
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for split, members in index.members.items():
+                chosen = [members[i] for i in subset_indices(len(members), subset).tolist()]
+                x = np.empty((len(chosen), size[0], size[1], 3), dtype=np.uint8)
 
-            def work(i: int, chosen=chosen, x=x) -> None:
-                member = chosen[i][0]
-                x[i] = decode_image(reader.read(member), index.where(member), size)
+                def work(lo: int, chosen=chosen, x=x) -> None:
+                    for i in range(lo, min(lo + 256, len(chosen))):
+                        member = chosen[i][0]
+                        x[i] = decode_image(reader.read(member), index.where(member), size)
 
-            for i, _ in enumerate(pool.map(work, range(len(chosen)), chunksize=256)):
-                if progress is not None and (i + 1) % 1000 == 0:
-                    progress(done + i + 1, total)
-            done += len(chosen)
-            y = torch.tensor([c for _, c in chosen], dtype=torch.int64)
-            splits[split] = (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y)
+                try:
+                    list(pool.map(work, range(0, len(chosen), 256)))  # re-raises the first error
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)  # fail now, not after decoding the rest
+                    raise
+                y = torch.tensor([c for _, c in chosen], dtype=torch.int64)
+                splits[split] = (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y)
+    finally:
+        reader.close()
     return Decoded(splits, list(index.class_names))
 
 
