@@ -24,6 +24,7 @@ them silently would change the dataset behind the user's back; fix or delete the
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import threading
@@ -93,6 +94,14 @@ def _load_digits():
 
 
 def digits_fingerprint() -> str:
+    """sha256 of scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn
+    (about 2 s of imports saved on every cache hit); of the loaded arrays if the file moved."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                return _sha256([f.read()])
     d = _load_digits()
     return _sha256([np.ascontiguousarray(d.images).tobytes(), np.ascontiguousarray(d.target).tobytes()])
 
