@@ -50,6 +50,15 @@ def tiny_config(out, cache_dir, **kw) -> TrainConfig:
     return resolve_config(flags)
 
 
+def main(capsys, *args):
+    """``cnnzoo ARGS`` in this process: (exit status, stdout, stderr)."""
+    from cnnzoo.cli import main as cli_main
+
+    rc = cli_main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def cli(*args, env=None, timeout=300):
     """``python -m cnnzoo ARGS`` in a subprocess with one thread (the machine is shared)."""
     e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
@@ -178,24 +187,24 @@ def test_short_run_writes_every_artifact(finished_run):
     assert saved["test_top1"] > 0.3
 
 
-def test_eval_of_a_finished_run_reproduces_its_test_accuracy(finished_run, cache_dir):
+def test_eval_of_a_finished_run_reproduces_its_test_accuracy(finished_run, cache_dir, capsys):
     out, res = finished_run
-    r = cli("eval", out, "--format", "json", "--cache-dir", cache_dir)
-    assert r.returncode == 0, r.stderr
-    ev = json.loads(r.stdout)
+    rc, stdout, err = main(capsys, "eval", out, "--format", "json", "--cache-dir", cache_dir)
+    assert rc == 0, err
+    ev = json.loads(stdout)
     assert ev["top1"] == res["test_top1"] and ev["top5"] == res["test_top5"]
     assert len(ev["per_class"]) == 10
     assert Path(ev["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
-    table = cli("eval", out, "--split", "val", "--cache-dir", cache_dir)
-    assert table.returncode == 0, table.stderr
-    assert "top-1" in table.stdout and "accuracy" in table.stdout
+    rc, stdout, err = main(capsys, "eval", out, "--split", "val", "--cache-dir", cache_dir)
+    assert rc == 0, err
+    assert "top-1" in stdout and "accuracy" in stdout
 
 
-def test_checkpoint_for_other_options_gives_clear_error(finished_run):
+def test_checkpoint_for_other_options_gives_clear_error(finished_run, capsys):
     out, _ = finished_run
-    r = cli("train", "cifar_resnet", "--opt", "depth=14", "--resume", out)
-    assert r.returncode == 2
-    assert "depth=8" in r.stderr and "depth=14" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    rc, _, err = main(capsys, "train", "cifar_resnet", "--opt", "depth=14", "--resume", out)
+    assert rc == 2
+    assert "depth=8" in err and "depth=14" in err and len(err.strip().splitlines()) == 1
     # a checkpoint never runs code: a pickled object is refused, not executed
     bad = out.parent / "evil.pt"
     torch.save({"format": "cnnzoo-checkpoint/1", "x": nn.Linear(2, 2)}, bad)
@@ -211,13 +220,14 @@ def test_checkpoint_for_other_options_gives_clear_error(finished_run):
     (["--amp", "fp16", "--device", "cpu"], "--amp fp16 needs a CUDA GPU"),
     (["--epochs", "1", "--iters", "3"], "either epochs or iters"),
     (["--recipe", "bogus"], "choose one of resnet-cifar"),
+    (["--sync-bn", "--device", "cpu"], "--sync-bn"),
 ])
-def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, match):
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
     out = tmp_path / "run"
-    r = cli("train", "resnet20", "--data", "digits", "--out", out, *args)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and match in lines[0], r.stderr
+    rc, _, err = main(capsys, "train", "resnet20", "--data", "digits", "--out", out, *args)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], err
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -303,3 +313,52 @@ def test_resume_after_sigkill_mid_epoch_is_bit_identical(tmp_path, cache_dir):
             assert torch.equal(v, b[key][k]), f"{key}.{k} differs after resume"
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
     assert resumed["test_top1"] == ref["test_top1"]
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C: save and exit cleanly; the README's main command through python -m cnnzoo
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path, cache_dir):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "cnnzoo", "train", "cifar_resnet", "--data", "digits", "--image-size",
+            "16", "--cache-dir", cache_dir, "--out", out, "--iters", "2000", "--batch-size", "32",
+            "--device", "cpu"]
+    for k, v in TINY.items():
+        args += ["--opt", f"{k}={v}".replace(" ", "")]
+    p = subprocess.Popen(list(map(str, args)), cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr
+    assert "saved" in stdout and "--resume" in stdout
+    ckpt = load_checkpoint(out / "last.pt")
+    assert 0 < ckpt["step"] < 2000 and not (out / "results.json").exists()
+
+
+def test_readme_command_runs_via_python_m(tmp_path, cache_dir):
+    # The README's `cnnzoo train resnet20 --data digits`, cut to 3 steps.
+    r = cli("train", "resnet20", "--data", "digits", "--iters", "3", "--cache-dir", cache_dir,
+            "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["model"] == "resnet20" and res["iters"] == 3 and res["test_top1"] is not None
+    assert res["params"] == 269_434  # resnet20 with 1 input channel (digits)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(amp="bf16", channels_last=True, clip_grad=1.0, cutmix=1.0, optimizer="adamw", lr=1e-3),
+    dict(recipe="resnet-cifar", iters=3, mixup=0.2, cutmix=0.2, ema_decay=0.99, nesterov=True),
+])
+def test_option_paths_train(tmp_path, cache_dir, kw):
+    kw = {"iters": 3, **kw}
+    res = train(tiny_config(tmp_path / "run", cache_dir, subset=256, **kw))
+    assert res["iters"] == 3 and res["test_top1"] is not None
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

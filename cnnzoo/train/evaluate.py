@@ -22,7 +22,7 @@ class EvalResult:
     loss: float
     top1: float
     top5: float
-    per_class: list[float]
+    per_class: list[float | None]
     confusion: torch.Tensor  # [true, predicted] counts
     n: int
 
@@ -64,7 +64,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype 
     if n == 0:
         raise ValueError("the evaluation split is empty")
     support = confusion.sum(1)
-    per_class = [(confusion[i, i] / support[i]).item() if support[i] else float("nan")
+    per_class = [(confusion[i, i] / support[i]).item() if support[i] else None  # None: no image
                  for i in range(num_classes)]
     return EvalResult(loss=loss_sum / n, top1=confusion.diag().sum().item() / n, top5=top5_hits / n,
                       per_class=per_class, confusion=confusion, n=n)
