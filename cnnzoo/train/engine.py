@@ -412,7 +412,8 @@ class Trainer:
                                     epoch=self.epoch, start_batch=self.batch, rank=dist.rank,
                                     world_size=dist.world_size, channels_last=cfg.channels_last)
         self.model.train()
-        rep.start_epoch(self.epoch, self.epochs, self.steps_per_epoch, self.batch)
+        bar_total = min(self.steps_per_epoch, self.batch + self.total - self.step)
+        rep.start_epoch(self.epoch, self.epochs, bar_total, self.batch)
         t0 = time.perf_counter()
         for b, (x, y) in enumerate(loader, start=self.batch):
             if self.step >= self.total:
