@@ -79,7 +79,7 @@ def load_external(model: nn.Module, state_dict: Mapping[str, torch.Tensor] | nn.
     return model
 
 
-from . import googlenet as _googlenet  # noqa: E402,F401  (registers mappings)
-from . import resnet as _resnet  # noqa: E402,F401  (registers mappings)
+# Each family's module registers its key mappings on import.
+from . import densenet, googlenet, resnet, vgg  # noqa: E402,F401
 
 __all__ = ["SOURCES", "convert_state_dict", "load_external", "register_mapping"]

@@ -1,4 +1,3 @@
 """Model families; importing this registers every model."""
 
-from . import resnet  # noqa: F401
-from . import googlenet  # noqa: F401
+from . import densenet, googlenet, resnet, vgg  # noqa: F401
