@@ -76,8 +76,13 @@ def test_recipe_resnet_cifar_is_the_papers_schedule():
         (64_000, None, 128, 0.1, 0.9, 1e-4)
     lr = [cfg.lr * lr_factor(s, cfg.iters, cfg, depth=110) for s in (0, 399, 400, 31_999, 32_000, 48_000)]
     assert lr == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.01, 0.001])
-    # the 0.01 warm-up is only for 110 layers and deeper
+    # the 0.01 warm-up is only for 110 layers and deeper; depth is counted from the network
     assert cfg.lr * lr_factor(0, cfg.iters, cfg, depth=56) == pytest.approx(0.1)
+    import cnnzoo
+    from cnnzoo.train.engine import network_depth
+
+    with torch.device("meta"):
+        assert [network_depth(cnnzoo.create_model(n)) for n in ("resnet56", "resnet110")] == [56, 110]
 
 
 def test_config_layers_flags_over_yaml_over_recipe(tmp_path):

@@ -141,7 +141,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> N
         vals = [r for r in history if r.get("val_top1") is not None]
         a1.plot([r["epoch"] for r in vals], [r["val_loss"] for r in vals], "s-", label="validation")
         a2.plot([r["epoch"] for r in vals], [100 * r["val_top1"] for r in vals], "s-", label="validation")
-    a1.set_ylabel("loss")
+    a1.set_ylabel("loss (log scale)")
+    a1.set_yscale("log")
     a2.set_ylabel("top-1 accuracy (%)")
     for a in (a1, a2):
         a.set_xlabel("epoch")
