@@ -185,6 +185,9 @@ def test_short_run_writes_every_artifact(finished_run):
     assert saved["params"] == sum(p.numel() for p in tiny.parameters())
     assert saved["macs"] > 0
     assert saved["epochs"] == 4 and saved["config"]["model_opts"]["depth"] == 8
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text()) == saved["config"]  # the resolved config
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 5 and rows[0].startswith("epoch,step,lr")
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

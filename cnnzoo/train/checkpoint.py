@@ -116,12 +116,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
 def check_compatible(ckpt_config: dict[str, Any], model: str, model_opts: dict[str, Any],
                      where: str = "checkpoint") -> None:
     """Raise naming the difference when a checkpoint was made for another model or option set."""
     if ckpt_config.get("model") != model:
         raise CheckpointError(f"{where} is for model {ckpt_config.get('model')!r}, not {model!r}")
-    saved = ckpt_config.get("model_opts") or {}
+    # YAML turns tuples into lists: compare values in that one form.
+    saved, model_opts = _plain(ckpt_config.get("model_opts") or {}), _plain(model_opts)
     def show(d: dict[str, Any], k: str) -> str:
         return f"{k}={d[k]!r}" if k in d else f"{k} unset"
 
