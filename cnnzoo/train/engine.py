@@ -205,9 +205,19 @@ def _load_bundle(cfg: TrainConfig, dist: D.DistInfo):
                          seed=cfg.seed, image_size=cfg.image_size, subset=cfg.subset,
                          cache_dir=cfg.cache_dir)
 
-    # Rank 0 builds the on-disk cache first; the others then read it.
-    bundle = load() if dist.is_main else None
-    D.barrier()
+    # Rank 0 builds the on-disk cache first; the others then read it. A data error on rank 0 is
+    # raised on every rank (instead of leaving the others waiting for it).
+    bundle, error = None, None
+    if dist.is_main:
+        try:
+            bundle = load()
+        except ValueError as e:
+            error = e
+    message = D.broadcast_object(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise ValueError(message)
     return bundle if bundle is not None else load()
 
 
@@ -259,7 +269,8 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
 
         self.out = Path(resume) if resume else Path(D.broadcast_object(cfg.out or default_out(cfg)))
-        if not resume and self.dist.is_main and (self.out / "last.pt").exists():
+        taken = (self.out / "last.pt").exists() if self.dist.is_main else None
+        if not resume and D.broadcast_object(taken):
             raise ValueError(f"{self.out} already holds a run; continue it with --resume {self.out} "
                              "or choose another --out")
 
