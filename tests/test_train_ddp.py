@@ -52,3 +52,13 @@ def test_two_processes_of_64_equal_one_of_128(tmp_path):
     torch.manual_seed(0)
     init = cnnzoo.create_model("cifar_resnet", num_classes=10, in_chans=1, **OPTS).state_dict()
     assert max((init[k] - v).abs().max().item() for k, v in a.items()) > 1e-2
+
+
+def test_a_data_error_on_rank_0_stops_every_rank(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    r = subprocess.run([*torchrun, "-m", "cnnzoo", "train", "resnet20", "--data", "cifar10", "--data-dir",
+                        str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), "--device", "cpu"],
+                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                       timeout=120)  # a hang (a rank waiting for rank 0) would time out
+    assert r.returncode != 0
+    assert r.stderr.count("cnnzoo train: error: cifar10 not found") == 2
