@@ -16,36 +16,11 @@ from cnnzoo.interop import load_external
 from cnnzoo.layers import SqueezeExcite
 from cnnzoo.models.densenet import DenseLayer, DenseNet
 
+from .helpers import count as _count
+from .helpers import meta_model as _meta
+from .helpers import randomize_
+
 TV_NAMES = ["densenet121", "densenet161", "densenet169", "densenet201"]
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return cnnzoo.create_model(name, **kw)
-
-
-def randomize_(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Random weights and random BN running statistics (nothing left at its init value)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.dtype.is_floating_point:
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith("running_mean"):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            elif t.ndim == 1 and name.endswith("weight"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif name.endswith("bias"):
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * (2.0 / t[0].numel()) ** 0.5)
-    return model
 
 
 # --------------------------------------------------------------------------------------------
