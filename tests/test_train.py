@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -350,10 +351,18 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, cache_dir):
     assert 0 < ckpt["step"] < 2000 and not (out / "results.json").exists()
 
 
+def _readme_main_command() -> list[str]:
+    """The cnnzoo arguments of the README's main job (the line after '# main job:')."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    line = lines[next(i for i, s in enumerate(lines) if s.startswith("# main job:")) + 1]
+    return shlex.split(line.rsplit(".venv/bin/cnnzoo ", 1)[1])
+
+
 def test_readme_command_runs_via_python_m(tmp_path, cache_dir):
-    # The README's `cnnzoo train resnet20 --data digits`, cut to 3 steps.
-    r = cli("train", "resnet20", "--data", "digits", "--iters", "3", "--cache-dir", cache_dir,
-            "--out", tmp_path / "run")
+    # The README's main command, read from the README, cut to 3 steps.
+    args = _readme_main_command()
+    assert args[:4] == ["train", "resnet20", "--data", "digits"]
+    r = cli(*args, "--iters", "3", "--cache-dir", cache_dir, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["model"] == "resnet20" and res["iters"] == 3 and res["test_top1"] is not None
