@@ -44,6 +44,25 @@ def check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
+def check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_positive_ints(name: str, values: Iterable[Any]) -> tuple[int, ...]:
+    """A non-empty sequence of positive ints, as a tuple."""
+    values = tuple(values)
+    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
+        raise ValueError(f"{name} must be positive ints, got {values!r}")
+    return values
+
+
+def check_rate(name: str, value: Any) -> None:
+    """A dropout-like probability in [0, 1)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     choices = list(choices)
     if value not in choices:

@@ -45,7 +45,7 @@ from torch.utils.checkpoint import checkpoint
 from .._registry import CIFAR_MEAN, CIFAR_STD, register_alias, register_model
 from ..layers import ClassifierHead, NormActConv, get_act_layer, get_attn_layer, get_norm_layer
 from ._base import ZooModel, init_weights
-from ._builder import build, check_choice, check_positive
+from ._builder import build, check_choice, check_positive, check_positive_int, check_positive_ints, check_rate
 
 
 @contextmanager
@@ -153,21 +153,15 @@ class DenseNet(ZooModel):
         super().__init__()
         check_choice("stem", stem, ("imagenet", "cifar"))
         for name, v in (("growth_rate", growth_rate), ("bn_size", bn_size), ("in_chans", in_chans)):
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            check_positive_int(name, v)
         if stem_width is None:
             stem_width = 2 * growth_rate
-        if not isinstance(stem_width, int) or isinstance(stem_width, bool) or stem_width <= 0:
-            raise ValueError(f"stem_width must be a positive int, got {stem_width!r}")
-        block_config = tuple(block_config)
-        if not block_config or any(not isinstance(n, int) or isinstance(n, bool) or n <= 0
-                                   for n in block_config):
-            raise ValueError(f"block_config must be positive ints, got {block_config!r}")
+        check_positive_int("stem_width", stem_width)
+        block_config = check_positive_ints("block_config", block_config)
         check_positive("compression", compression)
         if compression > 1:
             raise ValueError(f"compression must be in (0, 1], got {compression!r}")
-        if not 0 <= layer_drop_rate < 1:
-            raise ValueError(f"layer_drop_rate must be in [0, 1), got {layer_drop_rate!r}")
+        check_rate("layer_drop_rate", layer_drop_rate)
 
         norm = get_norm_layer(norm_layer)
         act = get_act_layer(act_layer)
@@ -242,8 +236,7 @@ def build_cifar_densenet(depth: int = 40, growth_rate: int = 12, bc: bool = Fals
     if not isinstance(depth, int) or depth < per_layer + 4 or (depth - 4) % per_layer:
         rule = "6n+4 (22, 40, 100, 190, 250, ...)" if bc else "3n+4 (13, 40, 100, ...)"
         raise ValueError(f"CIFAR DenseNet{'-BC' if bc else ''} depth must be {rule}, got {depth!r}")
-    if not isinstance(growth_rate, int) or isinstance(growth_rate, bool) or growth_rate <= 0:
-        raise ValueError(f"growth_rate must be a positive int, got {growth_rate!r}")
+    check_positive_int("growth_rate", growth_rate)
     n = (depth - 4) // per_layer
     kwargs.setdefault("num_classes", 10)
     kwargs.setdefault("compression", 0.5 if bc else 1.0)

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from .._registry import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, register_alias, register_model
 from ..layers import ClassifierHead, ConvNormAct, get_act_layer, get_attn_layer, get_norm_layer
 from ._base import ZooModel, init_weights
-from ._builder import build, check_choice, check_positive
+from ._builder import build, check_choice, check_positive, check_positive_int, check_rate
 
 # --------------------------------------------------------------------------------------------
 # The architecture as data.
@@ -276,11 +276,9 @@ class GoogLeNet(ZooModel):
                         ("transform_input", transform_input)):
             if not isinstance(v, bool):
                 raise ValueError(f"{name} must be True or False, got {v!r}")
-        if not isinstance(in_chans, int) or in_chans <= 0:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        check_positive_int("in_chans", in_chans)
         check_positive("se_ratio", se_ratio)
-        if not 0 <= aux_drop_rate < 1:
-            raise ValueError(f"aux_drop_rate must be in [0, 1), got {aux_drop_rate!r}")
+        check_rate("aux_drop_rate", aux_drop_rate)
         if transform_input and in_chans != 3:
             raise ValueError(f"transform_input needs in_chans=3 (RGB, ImageNet mean/std), got {in_chans}")
         lay = LAYOUTS[layout]

@@ -46,7 +46,7 @@ from ..layers import (
     scale_or_identity,
 )
 from ._base import ZooModel, init_weights
-from ._builder import build, check_choice, check_positive
+from ._builder import build, check_choice, check_positive, check_positive_ints, check_rate
 
 # --------------------------------------------------------------------------------------------
 # The three pluggable parts: body, ordering, shortcut.
@@ -281,17 +281,14 @@ class ResNet(ZooModel):
         check_choice("stride_on", stride_on, ("3x3", "1x1"))
         if len(layers) != len(widths) or not layers:
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must be equally long")
-        for name, seq in (("layers", layers), ("widths", widths)):
-            for v in seq:
-                if not isinstance(v, int) or v <= 0:
-                    raise ValueError(f"{name} must be positive ints, got {tuple(seq)}")
+        check_positive_ints("layers", layers)
+        check_positive_ints("widths", widths)
         for name, v in (("stem_width", stem_width), ("in_chans", in_chans), ("inner_mult", inner_mult),
                         ("groups", groups), ("se_ratio", se_ratio), ("residual_scale", residual_scale),
                         ("shortcut_scale", shortcut_scale)):
             check_positive(name, v)
-        for name, v in (("block_dropout", block_dropout), ("drop_path_rate", drop_path_rate)):
-            if not 0 <= v < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+        check_rate("block_dropout", block_dropout)
+        check_rate("drop_path_rate", drop_path_rate)
 
         ordering = ORDERINGS[unit]
         norm = get_norm_layer(norm_layer)

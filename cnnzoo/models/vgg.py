@@ -34,7 +34,7 @@ import torch.nn as nn
 from .._registry import CIFAR_MEAN, CIFAR_STD, register_alias, register_model
 from ..layers import ClassifierHead, get_act_layer, get_attn_layer, get_norm_layer
 from ._base import ZooModel, init_weights
-from ._builder import build, check_positive
+from ._builder import build, check_positive, check_rate
 
 M = "M"
 
@@ -106,8 +106,7 @@ class VGG(ZooModel):
         super().__init__()
         check_positive("width", width)
         check_positive("in_chans", in_chans)
-        if not 0 <= fc_dropout < 1:
-            raise ValueError(f"fc_dropout must be in [0, 1), got {fc_dropout!r}")
+        check_rate("fc_dropout", fc_dropout)
         entries = _parse_cfg(cfg, width)
         norm = get_norm_layer(norm_layer) if norm_layer is not None else None
         act = get_act_layer(act_layer)
