@@ -1,4 +1,4 @@
-"""Small pieces shared by the data modules: the error type and seed derivation."""
+"""Small pieces shared by the data modules: the error type, argument checks, seed derivation."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ import torch
 
 class DataError(ValueError):
     """Missing, corrupt or unusable data; the message is one line saying what is wrong and where."""
+
+
+def check_int(name: str, v: object, lo: int, allow_none: bool = False) -> None:
+    """``v`` is an int >= ``lo`` (or ``None`` when allowed); else a one-line DataError."""
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise DataError(f"{name} must be an integer >= {lo}{' or None' if allow_none else ''}, got {v!r}")
 
 
 def derive_seed(*parts: object) -> int:

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._common import DataError, generator
+from .._registry import IMAGENET_MEAN, IMAGENET_STD
+from ._common import DataError, check_int, generator
 from .cache import cached, default_cache_dir
 from .loaders import PAD, StreamLoader, TensorLoader
 from .sources import (
@@ -34,15 +35,6 @@ SPLITS = ("train", "val", "test")
 CIFAR_VAL = 5000  # held out of CIFAR's 50,000 training images, as in the ResNet paper
 # An image folder whose decoded uint8 tensors would exceed this streams instead of being cached.
 CACHE_MAX_BYTES = int(float(os.environ.get("CNNZOO_CACHE_MAX_GB", "4")) * 2**30)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _int_arg(name: str, v, lo: int, allow_none: bool = True) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise DataError(f"{name} must be an integer >= {lo}{' or None' if allow_none else ''}, got {v!r}")
 
 
 def _val_count(val_size, n: int, default: int) -> int:
@@ -211,10 +203,10 @@ def load_data(spec: str, data_dir: str = "./data", download: bool = False,
         DataError: missing or corrupt data, an unreadable image (naming its path), bad arguments.
     """
     kind, path = _parse(spec)
-    _int_arg("image_size", image_size, 1)
-    _int_arg("subset", subset, 1)
-    _int_arg("seed", seed, 0, allow_none=False)
-    _int_arg("num_workers", num_workers, 0)
+    check_int("image_size", image_size, 1, allow_none=True)
+    check_int("subset", subset, 1, allow_none=True)
+    check_int("seed", seed, 0)
+    check_int("num_workers", num_workers, 0, allow_none=True)
     cache_dir = cache_dir or default_cache_dir()
     t0 = time.perf_counter()
     info: dict = {"spec": spec, "subset": subset, "seed": seed, "streaming": False}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ._common import DataError, derive_seed, generator
+from ._common import DataError, check_int, derive_seed, generator
 
 PAD = 4  # pixels of zero padding for the random crop (He et al., 2016, CIFAR experiments)
 
@@ -32,8 +32,7 @@ PAD = 4  # pixels of zero padding for the random crop (He et al., 2016, CIFAR ex
 def _check(batch_size: int, seed: int, epoch: int, rank: int, world_size: int, start_batch: int) -> None:
     for name, v, lo in (("batch_size", batch_size, 1), ("seed", seed, 0), ("epoch", epoch, 0),
                         ("world_size", world_size, 1), ("rank", rank, 0), ("start_batch", start_batch, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise DataError(f"{name} must be an integer >= {lo}, got {v!r}")
+        check_int(name, v, lo)
     if rank >= world_size:
         raise DataError(f"rank must be < world_size ({world_size}), got {rank}")
 
