@@ -46,7 +46,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig, lr_factor, validate
-from .evaluate import EvalResult, evaluate
+from .evaluate import AMP_DTYPES, EvalResult, autocast, evaluate, logits_of
 from .report import Reporter, plot_curves, rewrite_csv
 
 EVAL_BATCH = 256
@@ -187,14 +187,12 @@ def hardware(device: torch.device, world_size: int) -> dict[str, Any]:
     return hw
 
 
-def _measure(model: nn.Module, input_size) -> tuple[int, int | None]:
-    params = sum(p.numel() for p in model.parameters())
-    try:
-        from cnnzoo.analysis import profile
-    except ImportError:  # cnnzoo.analysis not installed in this tree: MACs unknown
-        return params, None
-    m = copy.deepcopy(model).cpu().float().eval()
-    return params, int(profile(m, input_size=tuple(input_size)).macs)
+def _measure(model: nn.Module, input_size) -> tuple[int, int]:
+    """Parameters and multiply-adds of ``model`` at ``input_size`` (profiled on a CPU copy)."""
+    from cnnzoo.analysis import profile
+
+    r = profile(copy.deepcopy(model).cpu().float().eval(), input_size=tuple(input_size))
+    return r.params, r.macs
 
 
 def _load_bundle(cfg: TrainConfig, dist: D.DistInfo):
@@ -266,7 +264,7 @@ class Trainer:
         if cfg.sync_bn and self.device.type != "cuda":
             raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm has no CPU/gloo kernel); "
                              "on CPU use a batch-independent norm, e.g. --opt norm_layer=gn")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.amp_dtype = AMP_DTYPES.get(cfg.amp)
 
         self.out = Path(resume) if resume else Path(D.broadcast_object(cfg.out or default_out(cfg)))
         taken = (self.out / "last.pt").exists() if self.dist.is_main else None
@@ -334,11 +332,15 @@ class Trainer:
         return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                                weight_decay=c.weight_decay)
 
+    def _header(self, kind: str) -> dict[str, Any]:
+        """What every checkpoint carries to be loaded and checked on its own."""
+        return {"format": FORMAT, "kind": kind, "config": self.cfg.to_dict(),
+                "num_classes": self.bundle.num_classes, "input_size": list(self.bundle.input_size),
+                "class_names": list(self.bundle.class_names)}
+
     def _state(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "kind": "last", "config": self.cfg.to_dict(),
-            "num_classes": self.bundle.num_classes, "input_size": list(self.bundle.input_size),
-            "class_names": list(self.bundle.class_names),
+            **self._header("last"),
             "model": self.raw.state_dict(), "ema": self.ema.module.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
@@ -371,11 +373,9 @@ class Trainer:
 
     def _save_best(self, val_top1: float | None) -> None:
         if self.dist.is_main:
-            atomic_save({"format": FORMAT, "kind": "best", "config": self.cfg.to_dict(),
-                         "num_classes": self.bundle.num_classes, "input_size": list(self.bundle.input_size),
-                         "class_names": list(self.bundle.class_names),
-                         "model": self._eval_module().state_dict(), "epoch": self.epoch, "step": self.step,
-                         "val_top1": val_top1}, self.out / "best.pt")
+            atomic_save({**self._header("best"), "model": self._eval_module().state_dict(),
+                         "epoch": self.epoch, "step": self.step, "val_top1": val_top1},
+                        self.out / "best.pt")
 
     def _evaluate(self, split: str) -> EvalResult | None:
         if self.bundle.sizes.get(split, 0) == 0:
@@ -433,11 +433,10 @@ class Trainer:
                 os.kill(os.getpid(), signal.SIGKILL)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
             xm, mix = mix_batch(x, y, cfg.mixup, cfg.cutmix, gen)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                                enabled=self.amp_dtype is not None):
+            with autocast(self.device.type, self.amp_dtype):
                 out = self.model(xm)
             loss = compute_loss(out, y, self.criterion, cfg.aux_weight, mix)
-            logits = out[0] if isinstance(out, (tuple, list)) else out
+            logits = logits_of(out)
             # One all-reduce per step: loss, correct, seen, and whether any rank was interrupted.
             stats = D.all_reduce_sum(torch.stack([
                 loss.detach().float() * y.numel(), (logits.argmax(1) == y).sum().float(),

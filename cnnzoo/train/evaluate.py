@@ -33,6 +33,14 @@ class EvalResult:
                 "confusion": self.confusion.tolist()}
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # config ``amp`` -> autocast dtype
+
+
+def autocast(device_type: str, amp_dtype: torch.dtype | None):
+    """``torch.autocast`` to ``amp_dtype`` on ``device_type``; disabled when it is ``None``."""
+    return torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
+
+
 def logits_of(output) -> torch.Tensor:
     """The main logits of a model's output (a tuple's first element: GoogLeNet's aux heads)."""
     return output[0] if isinstance(output, (tuple, list)) else output
@@ -49,8 +57,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype 
     k = min(5, num_classes)
     try:
         for x, y in loader:
-            with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16,
-                                enabled=amp_dtype is not None):
+            with autocast(x.device.type, amp_dtype):
                 logits = logits_of(model(x))
             logits = logits.float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -154,5 +161,5 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
         model.to(memory_format=torch.channels_last)
     loader = bundle.loader(split, batch_size, train=False, device=dev,
                            channels_last=bool(cfg.get("channels_last")))
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.get("amp", "none"))
+    amp = AMP_DTYPES.get(cfg.get("amp", "none"))
     return evaluate(model, loader, bundle.num_classes, amp), cfg, list(bundle.class_names)
