@@ -45,7 +45,7 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] | None = None, *
     ``None`` keeps the current setting, which is what is reported. On CUDA each run is
     synchronized. The model must hold real weights (not the ``meta`` device).
     """
-    from .profile import _check_input_size, _model_input_size
+    from .profile import _check_input_size, _device_dtype, _model_input_size
 
     size = _check_input_size(input_size if input_size is not None else _model_input_size(model))
     for name, v, low in (("runs", runs, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 1)):
@@ -53,11 +53,9 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] | None = None, *
             raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int, got {threads!r}")
-    p = next(iter(model.parameters()), None)
-    device = p.device if p is not None else torch.device("cpu")
+    device, dtype = _device_dtype(model)
     if device.type == "meta":
         raise ValueError("latency needs a model with real weights, not one on the meta device")
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
     x = torch.randn((batch_size, *size), device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 

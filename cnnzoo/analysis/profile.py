@@ -38,6 +38,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..models._base import count_params
 from .receptive_field import GLOBAL, RF
 
 BYTES_PER_ELEMENT = 4  # activations are reported in fp32 whatever the model's dtype
@@ -507,6 +508,14 @@ def _check_input_size(input_size) -> tuple[int, int, int]:
     return size
 
 
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where ``model``'s first parameter lives and its floating dtype (CPU, fp32 without one)."""
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return device, dtype
+
+
 def _model_input_size(model: nn.Module) -> tuple[int, int, int]:
     meta = getattr(model, "meta", None)
     return tuple(getattr(meta, "input_size", (3, 224, 224)))
@@ -527,9 +536,7 @@ def profile(model: nn.Module, input_size: Sequence[int] | None = None, *, name: 
     naming the layer whose output collapses to zero size.
     """
     size = _check_input_size(input_size if input_size is not None else _model_input_size(model))
-    p = next(iter(model.parameters()), None)
-    device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    device, dtype = _device_dtype(model)
     x = torch.zeros((1, *size), device=device, dtype=dtype)
 
     tracer = _Tracer("x".join(map(str, size)))
@@ -552,9 +559,8 @@ def profile(model: nn.Module, input_size: Sequence[int] | None = None, *, name: 
 
     rows = tracer.rows
     last = _assign_stages(rows, tracer.rf_in)
-    params = sum(p.numel() for p in model.parameters())
     return ProfileResult(
-        input_size=size, params=params, macs=sum(r.macs for r in rows),
+        input_size=size, params=count_params(model), macs=sum(r.macs for r in rows),
         other_ops=sum(r.other_ops for r in rows),
         activation_bytes=tracer.activation_elems * BYTES_PER_ELEMENT,
         rf=rows[last].rf if last is not None else None, layers=rows, rf_at=tracer.rf_at,

@@ -58,8 +58,7 @@ def build_model(name: str, opts: dict[str, Any], meta: bool = True):
     """``create_model`` on the meta device (or for real); bad option values -> ValueError."""
     import cnnzoo
 
-    cnnzoo.get_model_meta(name)  # unknown names fail here, with suggestions
-    try:
+    try:  # unknown names and options raise ValueError in create_model, with suggestions
         if meta:
             with torch.device("meta"):
                 return cnnzoo.create_model(name, **opts)

@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
 
 def model_rows(pattern: str) -> list[dict]:
     import cnnzoo
+    from cnnzoo.models._base import count_params
 
     names = cnnzoo.list_models(pattern)
     if not names:
@@ -28,7 +29,7 @@ def model_rows(pattern: str) -> list[dict]:
             model = cnnzoo.create_model(name)
         rows.append({
             "name": name, "family": meta.family,
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": count_params(model),
             "input_size": "x".join(map(str, meta.input_size)),
         })
     return rows
