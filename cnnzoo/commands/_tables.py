@@ -42,8 +42,8 @@ def render(rows: Sequence[dict], fmt: str = "table", title: str | None = None) -
     numeric = [all(isinstance(r[c], (int, float)) for r in rows) for c in cols]
 
     def line(vals):
-        cells = zip(vals, widths, numeric, strict=True)
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in cells)
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(vals, widths, numeric, strict=True))
 
     out = [line(cols), line(["-" * w for w in widths])] + [line(row) for row in cells]
     return "\n".join(s.rstrip() for s in out)

@@ -30,6 +30,14 @@ def register_mapping(model_cls: type, source: str) -> Callable[[KeyMap], KeyMap]
     return deco
 
 
+def rename_prefix(key: str, prefixes: Mapping[str, str]) -> str | None:
+    """``key`` with the first matching prefix of ``prefixes`` replaced; ``None`` if none matches."""
+    for old, new in prefixes.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
 def _mapper_for(model: nn.Module, source: str) -> KeyMap:
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {list(SOURCES)}")
@@ -82,4 +90,4 @@ def load_external(model: nn.Module, state_dict: Mapping[str, torch.Tensor] | nn.
 # Each family's module registers its key mappings on import.
 from . import densenet, googlenet, resnet, vgg  # noqa: E402,F401
 
-__all__ = ["SOURCES", "convert_state_dict", "load_external", "register_mapping"]
+__all__ = ["SOURCES", "convert_state_dict", "load_external", "register_mapping", "rename_prefix"]

@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 
 from ..models.densenet import DenseNet
-from . import register_mapping
+from . import register_mapping, rename_prefix
 
-_SIMPLE = ((r"^features\.conv0\.", "stem.conv."), (r"^features\.norm0\.", "stem.norm."),
-           (r"^features\.norm5\.", "final.norm."), (r"^classifier\.", "head.fc."))
+_PREFIXES = {"features.conv0.": "stem.conv.", "features.norm0.": "stem.norm.",
+             "features.norm5.": "final.norm.", "classifier.": "head.fc."}
 
 
 @register_mapping(DenseNet, "torchvision")
@@ -27,7 +27,5 @@ def densenet_key(k: str) -> str:
         return f"stages.{int(block) - 1}.layers.{int(layer) - 1}.conv{i}.{kind}.{rest}"
     if m := re.match(r"^features\.transition(\d+)\.(norm|conv)\.(.*)$", k):
         return f"stages.{int(m.group(1)) - 1}.transition.{m.group(2)}.{m.group(3)}"
-    for pat, rep in _SIMPLE:
-        if re.match(pat, k):
-            return re.sub(pat, rep, k)
-    return k  # unknown keys pass through and are reported as unused
+    # unknown keys pass through and are reported as unused
+    return rename_prefix(k, _PREFIXES) or k

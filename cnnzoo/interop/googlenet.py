@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from ..models.googlenet import GoogLeNet
-from . import register_mapping
+from . import register_mapping, rename_prefix
 
 _BRANCHES = {"branch1": "branch1x1", "branch2": "branch3x3", "branch3": "branch5x5", "branch4": "branch_pool"}
 
@@ -24,6 +24,5 @@ def googlenet_key(k: str) -> str:
         return f"blocks.{m.group(1)}.{_BRANCHES.get(m.group(2), m.group(2))}.{m.group(3)}"
     if m := re.match(r"^(aux\d)\.(.*)$", k):
         return f"aux_heads.{m.group(1)}.{m.group(2)}"
-    if k.startswith("fc."):
-        return f"head.{k}"
-    return k  # unknown keys pass through and are reported as unused
+    # unknown keys pass through and are reported as unused
+    return rename_prefix(k, {"fc.": "head.fc."}) or k

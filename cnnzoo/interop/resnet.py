@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 
 from ..models.resnet import ResNet
-from . import register_mapping
+from . import register_mapping, rename_prefix
+
+_PREFIXES = {"conv1.": "stem.conv.", "bn1.": "stem.norm.", "fc.": "head.fc."}
 
 
 def _unit(m: re.Match) -> str:
@@ -25,10 +27,8 @@ def resnet_key(k: str) -> str:
         return f"{_unit(m)}.shortcut.{'conv' if m.group(3) == '0' else 'norm'}.{m.group(4)}"
     if m := re.match(r"^layer(\d+)\.(\d+)\.se\.(fc\d)\.(.*)$", k):
         return f"{_unit(m)}.attn.{m.group(3)}.{m.group(4)}"
-    for pat, rep in ((r"^conv1\.", "stem.conv."), (r"^bn1\.", "stem.norm."), (r"^fc\.", "head.fc.")):
-        if re.match(pat, k):
-            return re.sub(pat, rep, k)
-    return k  # unknown keys pass through and are reported as unused
+    # unknown keys pass through and are reported as unused
+    return rename_prefix(k, _PREFIXES) or k
 
 
 register_mapping(ResNet, "torchvision")(resnet_key)
