@@ -33,6 +33,8 @@ class TrainConfig:
 
     model: str | None = None
     model_opts: dict[str, Any] = field(default_factory=dict)
+    # trained weights to start from: a run folder (its best.pt) or a checkpoint/weights file
+    init_from: str | None = None
     # data (see cnnzoo.data.load_data)
     data: str = "digits"
     data_dir: str = "./data"
@@ -72,6 +74,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"
+    threads: int | None = None  # torch intra-op threads per process (None: torch's default)
     sync_bn: bool = False
     out: str | None = None
     checkpoint_every: int = 500
@@ -203,8 +206,10 @@ def validate(cfg: TrainConfig) -> None:
     """Raise ``ValueError`` with a one-line message on any invalid value."""
     _check(isinstance(cfg.model, str) and bool(cfg.model), "no model given: e.g. cnnzoo train resnet20")
     _check(isinstance(cfg.model_opts, dict), "model_opts must be a mapping of option to value")
+    _check(cfg.init_from is None or (isinstance(cfg.init_from, str) and bool(cfg.init_from)),
+           f"init_from must be a run folder or a weights file, got {cfg.init_from!r}")
     _check((cfg.epochs is None) != (cfg.iters is None), "give either epochs or iters, not both")
-    for name in ("epochs", "iters", "batch_size"):
+    for name in ("epochs", "iters", "batch_size", "threads"):
         v = getattr(cfg, name)
         _check(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
                f"{name} must be a positive integer, got {v!r}")
