@@ -78,8 +78,15 @@ def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype 
 
 
 def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | Path,
-                   title: str = "") -> None:
-    """A confusion-matrix PNG (rows: true class, columns: predicted), row-normalized colours."""
+                   title: str = ""):
+    """A confusion-matrix PNG (rows: true class, columns: predicted), row-normalized colours
+    with a colour bar; returns the (closed) figure.
+
+    The title is wrapped to the figure's width (a long data path breaks across lines), and its
+    font shrinks when it would need more than three lines.
+    """
+    import re
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,8 +98,11 @@ def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | 
     frac = c / c.sum(1, keepdim=True).clamp_min(1)
     n = len(class_names)
     size = max(4.0, min(0.45 * n + 2, 20.0))
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(frac.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))  # + 1 inch for the colour bar
+    im = ax.imshow(frac.numpy(), cmap="Blues", vmin=0, vmax=1)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("fraction of the true class", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
     if n <= 20:
         ax.set_xticks(range(n), class_names, rotation=90)
         ax.set_yticks(range(n), class_names)
@@ -103,10 +113,29 @@ def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | 
                             color="white" if frac[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+
+    def wrap(text: str, fontsize: float) -> list[str]:
+        # About 0.6 em per character: lines as wide as the figure, broken at spaces or after
+        # a "/" of a path (a longer piece is cut where it must be).
+        width = max(10, int((size + 0.6) * 72 / (0.6 * fontsize)))
+        lines, line = [], ""
+        for piece in re.split(r"(?<=/)|(?= )", text):
+            if line and len(line) + len(piece) > width:
+                lines.append(line.rstrip())
+                line = piece.lstrip()
+            else:
+                line += piece
+            while len(line) > width:
+                lines.append(line[:width])
+                line = line[width:]
+        return lines + [line.rstrip()] if line.strip() else lines
+
+    fontsize = 10.0 if len(wrap(title, 10.0)) <= 3 else 8.0
+    fig.suptitle("\n".join(wrap(title, fontsize)), fontsize=fontsize)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
+    return fig
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
