@@ -126,8 +126,16 @@ def plot_cost(results: Sequence[ProfileResult], path: str | Path, families: Sequ
     if any(fam_order):
         ax.add_artist(ax.legend(handles=fam_handles, loc="upper left", fontsize=8, title="family",
                                 title_fontsize=8))
-    ax.legend(handles=rf_handles, loc="lower right", fontsize=8, title="receptive field",
-              title_fontsize=8, labelspacing=1.4, borderpad=1.0)
+    # A legend row is 0.7 font sizes tall (the default handle height) and its marker is centred
+    # on it: space the rows (and the title above them, the frame below) by what the largest
+    # marker sticks out, and make the marker slot as wide as it, so no marker overlaps another
+    # marker, a label, the title or the frame.
+    fs = 8
+    diam = math.sqrt(area(rf_max))  # points
+    spare = diam - 0.7 * fs
+    ax.legend(handles=rf_handles, loc="lower right", fontsize=fs, title="receptive field", title_fontsize=fs,
+              handlelength=diam / fs, handleheight=0.7, labelspacing=(spare + 3) / fs,
+              borderpad=(spare / 2 + 3) / fs, scatteryoffsets=[0.5])
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
