@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ from cnnzoo.data import DataBundle, DataError, load_data
 from cnnzoo.data.bundle import split_train_val
 from cnnzoo.data.cache import atomic_save
 from cnnzoo.data.loaders import crop_flip, crop_flip_params
-from cnnzoo.data.sources import read_digits
+from cnnzoo.data.sources import CIFAR, read_digits
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg75.zip"
 
@@ -362,7 +365,8 @@ def test_unwritable_cache_dir_is_a_clear_error(tmp_path):
 def test_streaming_path_follows_the_same_contract(tmp_path):
     _write_folder(tmp_path / "f", splits=(("train", 8), ("test", 3)))
     z = _zip(tmp_path / "f", tmp_path / "f.zip")
-    b = load_data(f"imagefolder:{z}", stream=True, num_workers=0, val_size=4)
+    cache = str(tmp_path / "c")  # where the image-size counts go
+    b = load_data(f"imagefolder:{z}", stream=True, num_workers=0, val_size=4, cache_dir=cache)
     assert b.info["streaming"] and b.sizes == {"train": 20, "val": 4, "test": 9}
     assert b.input_size == (3, 10, 10)
     kw = dict(train=True, seed=1, epoch=1)
@@ -376,18 +380,81 @@ def test_streaming_path_follows_the_same_contract(tmp_path):
     x, y = _all(b.loader("test", 4, train=False))
     assert x.shape == (9, 3, 10, 10) and y.tolist() == [0] * 3 + [1] * 3 + [2] * 3
     # workers give the same batches as the main process, and a worker's error is one line
-    w = load_data(f"imagefolder:{z}", stream=True, num_workers=2, val_size=4)
+    w = load_data(f"imagefolder:{z}", stream=True, num_workers=2, val_size=4, cache_dir=cache)
     assert all(torch.equal(a[0], c[0]) for a, c in zip(one, w.loader("train", 8, **kw), strict=True))
     (tmp_path / "f" / "test" / "emu" / "001.png").write_bytes(b"garbage")
     z = _zip(tmp_path / "f", tmp_path / "f.zip")
-    w = load_data(f"imagefolder:{z}", stream=True, num_workers=2, val_size=4)
+    with pytest.raises(DataError, match=r"cannot decode image test/emu/001\.png in"):
+        load_data(f"imagefolder:{z}", stream=True, val_size=4, cache_dir=cache)  # the size scan sees it
+    # with image_size given nothing is read up front: the worker meets the bad file
+    w = load_data(f"imagefolder:{z}", stream=True, num_workers=2, val_size=4, cache_dir=cache, image_size=10)
     with pytest.raises(DataError, match=r"cannot decode image test/emu/001\.png in") as e:
         list(w.loader("test", 4, train=False))
     assert "\n" not in str(e.value)
 
 
+def _png16(a: np.ndarray) -> bytes:
+    """A 16-bit PNG of ``a`` (uint16; (H, W) greyscale or (H, W, 3) colour), written by hand:
+    Pillow cannot write 16-bit colour."""
+    h, w = a.shape[:2]
+    raw = b"".join(b"\0" + a[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 0 if a.ndim == 2 else 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_16_bit_images_keep_their_values(tmp_path):
+    """16-bit greyscale (PNG opens as Pillow's "I;16", PGM as "I") decodes to each value's high
+    byte, as Pillow decodes 16-bit colour PNGs; convert("RGB") used to clip them to 255."""
+    rng = np.random.default_rng(0)
+    values = [rng.integers(0, 65536, (6, 6), dtype=np.uint16) for _ in range(4)]  # square: streamable
+    root = tmp_path / "f"
+    for d in ("train/a", "train/b", "test/a", "test/b"):
+        (root / d).mkdir(parents=True)
+    (root / "train/a/0.png").write_bytes(_png16(values[0]))                      # greyscale
+    (root / "train/b/0.png").write_bytes(_png16(np.stack([values[1]] * 3, -1)))  # colour
+    (root / "test/a/0.pgm").write_bytes(b"P5 6 6 65535\n" + values[2].astype(">u2").tobytes())
+    Image.fromarray((values[3] >> 8).astype(np.uint8)).save(root / "test/b/0.png")  # 8-bit twin
+    with Image.open(root / "train/a/0.png") as im:
+        assert im.mode == "I;16"
+    expected = torch.from_numpy(np.stack([v >> 8 for v in values]).astype(np.uint8))
+    expected = expected[:, None].expand(4, 3, 6, 6)
+    b = load_data(f"imagefolder:{root}", cache_dir=str(tmp_path / "c"), val_size=0)
+    assert torch.equal(torch.cat([b._tensors["train"][0], b._tensors["test"][0]]), expected)
+    s = load_data(f"imagefolder:{root}", cache_dir=str(tmp_path / "c"), val_size=0, stream=True,
+                  num_workers=0)  # the streaming path decodes the same way
+    x, _ = _all(s.loader("test", 2, train=False))
+    m, sd = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in (s.mean, s.std))
+    assert torch.equal((x * sd + m).round().to(torch.uint8), expected[2:])
+
+
+def test_mixed_sizes_resize_to_the_most_common_and_say_so(tmp_path, caplog, monkeypatch):
+    root = tmp_path / "f"
+    _write_folder(root, size=(12, 10))
+    # the first training image used to set the size of everything
+    Image.fromarray(np.zeros((3, 5, 3), np.uint8)).save(root / "train" / "cat" / "000.png")
+    Image.fromarray(np.zeros((20, 8, 3), np.uint8)).save(root / "test" / "dog" / "001.png")
+    spec, cache = f"imagefolder:{root}", str(tmp_path / "c")
+    note = ("images have 3 different sizes; resizing all to 12x10 (the most common; set image_size / "
+            "--image-size to choose)")
+    with caplog.at_level(logging.WARNING, logger="cnnzoo.data"):
+        b = load_data(spec, cache_dir=cache)
+        assert b.input_size == (3, 12, 10) and b.info["size_note"] == note
+        assert [r.getMessage() for r in caplog.records] == [f"{root}: {note}"]
+        # the size counts are cached with the data: no header is read again, the same line is said
+        monkeypatch.setattr("cnnzoo.data.bundle.image_sizes", lambda index: pytest.fail("headers read"))
+        again = load_data(spec, cache_dir=cache)
+        assert again.info["cache_hit"] and again.info["size_note"] == note and len(caplog.records) == 2
+        square = load_data(spec, cache_dir=cache, image_size=8)  # a chosen size: nothing to say
+        assert square.input_size == (3, 8, 8) and "size_note" not in square.info and len(caplog.records) == 2
+
+
 # --------------------------------------------------------------------------------------------
-# CIFAR (python-pickle format, read with torchvision's classes)
+# CIFAR (python-pickle format, read with a restricted unpickler)
 
 
 def _write_cifar(root: Path, name: str, per_file: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
@@ -439,7 +506,8 @@ def test_cifar_rebuilds_when_its_files_change(tmp_path):
 
 
 def test_missing_cifar_says_where_to_put_it(tmp_path):
-    with pytest.raises(DataError, match=r"cifar-10-batches-py.*--download") as e:
+    with pytest.raises(DataError, match=r"cifar-10-batches-py.*download=True \(cnnzoo train --download\)"
+                       ) as e:
         load_data("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
     assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(DataError, match=r"cifar-100-python"):
@@ -448,6 +516,97 @@ def test_missing_cifar_says_where_to_put_it(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04 truncated")
     with pytest.raises(DataError, match="cannot read"):
         load_data("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+
+
+def _py2_pickle(obj: object) -> bytes:
+    """``obj`` (dicts, lists, str, int, uint8 arrays) pickled as Python 2's cPickle wrote the
+    CIFAR files: protocol 2, strings as SHORT_BINSTRING/BINSTRING (str under
+    ``encoding="latin1"``, bytes under ``encoding="bytes"``), arrays through
+    ``numpy.core.multiarray._reconstruct`` with the raw bytes as a Python 2 string."""
+    out = bytearray(b"\x80\x02")
+
+    def emit(o):
+        if isinstance(o, (str, bytes)):
+            raw = o.encode("latin1") if isinstance(o, str) else o
+            out.extend((b"U" + bytes([len(raw)])) if len(raw) < 256 else (b"T" + struct.pack("<i", len(raw))))
+            out.extend(raw)
+        elif isinstance(o, int):
+            out.extend(b"J" + struct.pack("<i", o))
+        elif isinstance(o, list):
+            out.extend(b"](")
+            for v in o:
+                emit(v)
+            out.extend(b"e")
+        elif isinstance(o, dict):
+            out.extend(b"}(")
+            for k, v in o.items():
+                emit(k)
+                emit(v)
+            out.extend(b"u")
+        else:
+            assert o.dtype == np.uint8
+            out.extend(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01(")
+            for d in o.shape:
+                emit(d)
+            out.extend(b"tcnumpy\ndtype\nU\x02u1K\x00K\x01\x87R"
+                       b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89")
+            emit(o.tobytes())
+            out.extend(b"tb")
+
+    emit(obj)
+    return bytes(out + b".")
+
+
+@pytest.mark.parametrize("writer", ["python2", "protocol2", "protocol5"])
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_files_as_released_load_through_the_restricted_unpickler(tmp_path, name, writer):
+    """Files with the real key names (b'data', b'labels' / b'fine_labels', b'batch_label',
+    b'filenames'; meta b'label_names' / b'fine_label_names'), written as Python 2 wrote the
+    released files or by Python 3 with bytes keys, load with their exact pixels and labels."""
+    rng = np.random.default_rng(1)
+    layout = CIFAR[name]
+    n_cls = 10 if name == "cifar10" else 100
+    folder = tmp_path / layout.folder
+    folder.mkdir()
+
+    def dump(obj: dict, f: str) -> None:
+        if writer == "python2":
+            data = _py2_pickle({k.decode(): v for k, v in obj.items()})
+        else:
+            data = pickle.dumps(obj, protocol=2 if writer == "protocol2" else 5)
+        (folder / f).write_bytes(data)
+
+    truth = {}
+    for split, files in (("train", layout.train), ("test", (layout.test,))):
+        xs, ys = [], []
+        for f in files:
+            x, y = rng.integers(0, 256, (3, 3072), dtype=np.uint8), rng.integers(0, n_cls, 3).tolist()
+            batch = {b"batch_label": f"batch {f}", b"data": x, layout.label_key.encode(): y,
+                     b"filenames": [f"{f}_{i}.png" for i in range(3)]}
+            if name == "cifar100":
+                batch[b"coarse_labels"] = [v // 5 for v in y]
+            dump(batch, f)
+            xs.append(x.reshape(3, 3, 32, 32))
+            ys += y
+        truth[split] = (torch.from_numpy(np.concatenate(xs)), ys)
+    dump({layout.names_key.encode(): [f"class{i}" for i in range(n_cls)], b"num_vis": 3072}, layout.meta)
+    b = load_data(name, data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"), val_size=0)
+    assert b.class_names == [f"class{i}" for i in range(n_cls)]
+    for split in ("train", "test"):
+        assert torch.equal(b._tensors[split][0], truth[split][0])
+        assert b.labels(split).tolist() == truth[split][1]
+
+
+def test_cifar_layout_matches_torchvision():
+    """The file names, archive and md5 written out in cnnzoo.data.sources are torchvision's."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    for name, cls in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
+        layout = CIFAR[name]
+        assert layout.folder == cls.base_folder and layout.train == tuple(f for f, _ in cls.train_list)
+        assert (layout.test,) == tuple(f for f, _ in cls.test_list) and layout.meta == cls.meta["filename"]
+        assert layout.names_key == cls.meta["key"]
+        assert (layout.archive, layout.url, layout.md5) == (cls.filename, cls.url, cls.tgz_md5)
 
 
 # --------------------------------------------------------------------------------------------

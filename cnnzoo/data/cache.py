@@ -9,12 +9,16 @@ Writes are atomic (a temp file in the same folder, fsync, rename, fsync of the f
 killed process leaves either the old cache or the new one, never half a file. A cache file that
 cannot be read (truncated by a full disk, written by another version) is rebuilt. Files load
 with ``torch.load(weights_only=True)``: a cache never runs code.
+
+Facts needed before the main file can be named (an image folder's size counts) are cached the
+same way as small JSON tables (:func:`cached_rows`).
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -24,7 +28,7 @@ import torch
 from ._common import DataError
 from .sources import Decoded
 
-FORMAT = 1  # bump when the decoding changes, so old files are not reused
+FORMAT = 2  # bump when the decoding changes, so old files are not reused (2: 16-bit images scaled)
 
 
 def default_cache_dir() -> str:
@@ -35,9 +39,21 @@ def _short(text: str, n: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def cache_path(cache_dir: str, kind: str, identity: str, fingerprint: str) -> str:
+def cache_path(cache_dir: str, kind: str, identity: str, fingerprint: str, ext: str = ".pt") -> str:
     ident = _short(f"{FORMAT}|{identity}", 10)
-    return os.path.join(cache_dir, f"{kind}-{ident}-{_short(fingerprint, 16)}.pt")
+    return os.path.join(cache_dir, f"{kind}-{ident}-{_short(fingerprint, 16)}{ext}")
+
+
+def _remove_stale(path: str, fingerprint: str) -> None:
+    """Delete the files of the same kind and identity as ``path`` but another content hash."""
+    ext = os.path.splitext(path)[1]
+    stem = path[: -len("-" + _short(fingerprint, 16) + ext)]
+    for stale in glob.glob(glob.escape(stem) + "-*" + ext):
+        if stale != path:
+            try:
+                os.unlink(stale)
+            except OSError:
+                pass
 
 
 def atomic_save(obj: object, path: str) -> None:
@@ -97,11 +113,39 @@ def cached(cache_dir: str, kind: str, identity: str, fingerprint: str,
     except OSError as e:
         raise DataError(f"cannot write the data cache {path} ({e.strerror or e}); set --cache-dir or "
                         f"$CNNZOO_CACHE to a writable folder") from None
-    stem = path[: -len("-" + _short(fingerprint, 16) + ".pt")]
-    for stale in glob.glob(glob.escape(stem) + "-*.pt"):  # same source and options, old content
-        if stale != path:
-            try:
-                os.unlink(stale)
-            except OSError:
-                pass
+    _remove_stale(path, fingerprint)  # same source and options, old content
     return decoded, path, False
+
+
+def cached_rows(cache_dir: str, kind: str, identity: str, fingerprint: str,
+                build: Callable[[], list[list[int]]]) -> list[list[int]]:
+    """A small table of integers (rows of equal length), cached as JSON like :func:`cached`.
+
+    For facts that cost a pass over the source but are needed before the main cache file can
+    be named (the image sizes of a folder). Best effort: a folder that cannot be written only
+    means the table is built again next time.
+    """
+    path = cache_path(cache_dir, kind, identity, fingerprint, ext=".json")
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+        if isinstance(rows, list) and all(isinstance(r, list) and all(type(v) is int for v in r)
+                                          for r in rows):
+            return rows
+    except (OSError, ValueError):  # absent, unreadable or not JSON: built again
+        pass
+    rows = build()
+    folder = os.path.dirname(path) or "."
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(rows, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        _remove_stale(path, fingerprint)
+    except OSError:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return rows

@@ -17,8 +17,15 @@ uint8 cache (see :mod:`cnnzoo.data.cache`):
   (reading every byte of a large tree on each start would cost as much as decoding it). An edit
   that keeps both size and mtime is the one change this misses; delete the cache file then.
 
-Unreadable images fail: a :class:`DataError` names the file (and the zip holding it). Skipping
-them silently would change the dataset behind the user's back; fix or delete the file instead.
+Unreadable images fail: a :class:`DataError` names the file (and the zip holding it), whether
+the image cannot be decoded, its zip member cannot be read (corrupt compressed data, encryption,
+a compression method Python lacks) or its pixel mode has no faithful 8-bit form. Skipping them
+silently would change the dataset behind the user's back; fix or delete the file instead.
+
+What is trusted: images are decoded by Pillow and zips read by ``zipfile``, neither of which
+runs code from the data. CIFAR's pickles go through :class:`_CifarUnpickler`, which builds only
+dicts, lists, strings, numbers and numpy uint8 arrays and refuses any other global a file names,
+so a poisoned file in ``data_dir`` cannot run code.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ import hashlib
 import importlib.util
 import io
 import os
+import pickle
 import threading
 import zipfile
-from collections.abc import Iterator, Sequence
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -124,48 +134,122 @@ def read_digits(image_size: int) -> Decoded:
 
 
 # --------------------------------------------------------------------------------------------
-# CIFAR-10/100: the python-pickle format, read with torchvision's dataset classes.
-
-CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+# CIFAR-10/100: the python-version pickle files, read with a restricted unpickler.
 
 
-def _cifar_class(name: str):
-    from torchvision.datasets import CIFAR10, CIFAR100
+@dataclass(frozen=True)
+class CifarLayout:
+    """Where a CIFAR release keeps what (as extracted from its python-version archive)."""
 
-    base = CIFAR10 if name == "cifar10" else CIFAR100
+    folder: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    label_key: str   # in every batch: the class of each image
+    names_key: str   # in the meta file: the class names
+    archive: str
+    url: str
+    md5: str         # of the archive, checked by torchvision's downloader
 
-    # torchvision md5-checks every file on every load; the cache key below already hashes the
-    # files' bytes, so only their presence is checked here (download still verifies the archive).
-    class _Reader(base):
-        train_list = [[f, None] for f, _ in base.train_list]
-        test_list = [[f, None] for f, _ in base.test_list]
-        meta = {**base.meta, "md5": None}
+    def files(self) -> list[str]:
+        return [*self.train, self.test, self.meta]
 
-    return _Reader
+
+CIFAR = {
+    "cifar10": CifarLayout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                           "batches.meta", "labels", "label_names", "cifar-10-python.tar.gz",
+                           "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                           "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": CifarLayout("cifar-100-python", ("train",), "test", "meta", "fine_labels",
+                            "fine_label_names", "cifar-100-python.tar.gz",
+                            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                            "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle names a global that a CIFAR file never holds."""
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    # what Python 3 pickles bytes as under protocol 2: _codecs.encode(text, "latin1"); any other
+    # codec (zlib, base64, ...) has no business in a CIFAR file
+    if encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591"):
+        raise RefusedPickle(f"it encodes text as {encoding!r}")
+    return text.encode("latin1")
+
+
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR batch may name: numpy's array and dtype reconstruction (under its
+    numpy 1 and numpy 2 module names, and both pickle paths: protocol <= 4 and 5) and the latin-1
+    encoding of bytes. The functions are taken from numpy's own ``__reduce_ex__``, so no private
+    module is imported (``numpy.core`` warns under numpy 2)."""
+    a = np.zeros(1, np.uint8)
+    reconstruct, frombuffer = a.__reduce_ex__(2)[0], a.__reduce_ex__(5)[0]
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings, numbers and numpy arrays; refuses every other global, so a
+    poisoned file cannot call anything (``pickle.load`` would call whatever the file names)."""
+
+    allowed = _cifar_globals()
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise RefusedPickle(f"it names {module}.{name}") from None
+
+
+def _str_keys(obj: object) -> object:
+    """Python 2's pickles give ``str`` keys under ``encoding="latin1"``; files written by Python 3
+    with ``bytes`` keys (``b"data"``) are read alike."""
+    if isinstance(obj, dict):
+        return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    return obj
+
+
+def load_cifar_pickle(path: str) -> dict:
+    """One CIFAR python-version file -> its dict, through the restricted unpickler."""
+    with open(path, "rb") as f:
+        obj = _CifarUnpickler(f, encoding="latin1").load()
+    if not isinstance(obj, dict):
+        raise pickle.UnpicklingError(f"it holds a {type(obj).__name__}, not a dict")
+    return _str_keys(obj)
 
 
 def cifar_files(name: str, data_dir: str) -> list[str]:
-    cls = _cifar_class(name)
-    folder = os.path.join(data_dir, CIFAR_DIRS[name])
-    names = [f for f, _ in cls.train_list] + [f for f, _ in cls.test_list] + [cls.meta["filename"]]
-    return [os.path.join(folder, f) for f in names]
+    layout = CIFAR[name]
+    return [os.path.join(data_dir, layout.folder, f) for f in layout.files()]
 
 
 def _cifar_missing_message(name: str, data_dir: str) -> str:
-    folder = os.path.join(os.path.abspath(data_dir), CIFAR_DIRS[name])
-    cls = _cifar_class(name)
-    first = ", ".join(f for f, _ in cls.train_list)
-    return (f"{name} not found: expected the python-version files ({first}, ...) in {folder}; "
-            f"extract {cls.filename} ({cls.url}) into {os.path.abspath(data_dir)} "
-            f"or pass --download when online")
+    layout = CIFAR[name]
+    folder = os.path.join(os.path.abspath(data_dir), layout.folder)
+    return (f"{name} not found: expected the python-version files ({', '.join(layout.train)}, ...) in "
+            f"{folder}; extract {layout.archive} ({layout.url}) into {os.path.abspath(data_dir)}, "
+            f"or pass download=True (cnnzoo train --download) when online")
 
 
 def ensure_cifar(name: str, data_dir: str, download: bool) -> list[str]:
-    """The CIFAR files, downloaded first if asked; a clear :class:`DataError` when absent."""
+    """The CIFAR files, downloaded first if asked; a clear :class:`DataError` when absent.
+
+    The download goes through torchvision's downloader, which checks the archive's md5; nothing
+    is unpickled on the way.
+    """
     files = cifar_files(name, data_dir)
     if download and not all(os.path.isfile(f) for f in files):
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        layout = CIFAR[name]
         try:
-            _cifar_class(name)(root=data_dir, train=True, download=True)
+            download_and_extract_archive(layout.url, data_dir, filename=layout.archive, md5=layout.md5)
         except Exception as e:  # no network, disk full, bad archive: one clear line
             why = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise DataError(f"{name}: download into {os.path.abspath(data_dir)} failed "
@@ -188,23 +272,57 @@ def cifar_fingerprint(files: Sequence[str]) -> str:
     return _sha256(chunks())
 
 
+def _read_cifar_file(name: str, path: str) -> dict:
+    """A :func:`load_cifar_pickle` whose failures are one-line :class:`DataError` naming the file."""
+    try:
+        return load_cifar_pickle(path)
+    except RefusedPickle as e:
+        raise DataError(f"{name}: refusing to load {path}: {e}, and a CIFAR file holds only arrays, "
+                        f"lists and strings; delete it and extract the archive again") from None
+    except Exception as e:  # truncated or not a pickle at all
+        why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataError(f"{name}: cannot read {path} ({type(e).__name__}: {why}); delete the files and "
+                        f"extract the archive again") from None
+
+
 def read_cifar(name: str, data_dir: str, image_size: int) -> Decoded:
-    cls = _cifar_class(name)
+    """The python-version files -> uint8 (N, 3, 32, 32) images, resized to ``image_size``.
+
+    Every file is checked: a ``data`` uint8 array of N x 3072, N labels among the meta file's
+    class names.
+    """
+    layout = CIFAR[name]
+    folder = os.path.join(os.path.abspath(data_dir), layout.folder)
+    meta_path = os.path.join(folder, layout.meta)
+    names = _read_cifar_file(name, meta_path).get(layout.names_key)
+    if not isinstance(names, list) or not all(isinstance(c, (str, bytes)) for c in names) or len(names) < 2:
+        raise DataError(f"{name}: {meta_path} has no list of class names under {layout.names_key!r}; "
+                        f"delete the files and extract the archive again")
+    names = [c.decode() if isinstance(c, bytes) else c for c in names]
     splits = {}
-    for split, train in (("train", True), ("test", False)):
-        try:
-            ds = cls(root=data_dir, train=train, download=False)
-        except Exception as e:  # truncated/corrupt pickle, wrong format
-            raise DataError(f"{name}: cannot read the files in "
-                            f"{os.path.join(os.path.abspath(data_dir), CIFAR_DIRS[name])} "
-                            f"({type(e).__name__}: {e}); delete them and extract the archive again") from None
-        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-        y = torch.as_tensor(ds.targets, dtype=torch.int64)
-        if x.ndim != 4 or x.shape[1] != 3 or len(x) != len(y):
-            raise DataError(f"{name}: unexpected array shapes {tuple(x.shape)} / {tuple(y.shape)} in "
-                            f"{os.path.abspath(data_dir)}")
-        splits[split] = (resize_u8(x, (image_size, image_size)), y)
-    return Decoded(splits, list(ds.classes))
+    for split, files in (("train", layout.train), ("test", (layout.test,))):
+        xs, ys = [], []
+        for f in files:
+            path = os.path.join(folder, f)
+            batch = _read_cifar_file(name, path)
+            x, y = batch.get("data"), batch.get(layout.label_key)
+            if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2 and x.shape[1] == 3072):
+                what = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+                raise DataError(f"{name}: {path} has no uint8 N x 3072 'data' array (found {what}); delete "
+                                f"the files and extract the archive again")
+            if not isinstance(y, list) or len(y) != len(x) or not all(type(v) is int for v in y):
+                raise DataError(f"{name}: {path} has no list of {len(x)} integer {layout.label_key!r}; "
+                                f"delete the files and extract the archive again")
+            bad = next((v for v in y if not 0 <= v < len(names)), None)
+            if bad is not None:
+                raise DataError(f"{name}: {path} has label {bad}, outside 0..{len(names) - 1} (the "
+                                f"{len(names)} classes of {layout.meta}); delete the files and extract "
+                                f"the archive again")
+            xs.append(x.reshape(-1, 3, 32, 32))
+            ys += y
+        x = torch.from_numpy(np.concatenate(xs))
+        splits[split] = (resize_u8(x, (image_size, image_size)), torch.tensor(ys, dtype=torch.int64))
+    return Decoded(splits, names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,7 +339,6 @@ class FolderIndex:
     class_names: list[str]
     members: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     fingerprint: str = ""
-    native_size: tuple[int, int] = (0, 0)  # (H, W) of the first training image
 
     def where(self, member: str) -> str:
         """A human-readable location of one member, for error messages."""
@@ -233,9 +350,14 @@ def _is_image(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMG_EXTENSIONS)
 
 
-def _group(names: Sequence[str], prefix: str, path: str
+def _group(names: Sequence[str], entries: Sequence[str], prefix: str, path: str
            ) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
-    """Group relative image names ``split/class/.../file`` -> split -> [(name, class)]."""
+    """Group relative image names ``split/class/.../file`` -> split -> [(name, class)].
+
+    ``entries`` are all paths of the folder (any file, and folders with a trailing ``/``): a
+    class folder of ``train/`` that holds no image is an error, not a class that silently
+    disappears.
+    """
     by_split: dict[str, list[tuple[str, str]]] = {}
     for n in names:
         rel = n[len(prefix):]
@@ -252,6 +374,16 @@ def _group(names: Sequence[str], prefix: str, path: str
     if "test" not in by_split:  # train/ + val/ only (ImageNet style): val/ is the held-out test
         by_split["test"] = by_split.pop("val")
     classes = sorted({c for _, c in by_split["train"]})
+    folders = {e[len(prefix):].split("/")[1] for e in entries
+               if e.startswith(prefix + "train/") and e.count("/") - prefix.count("/") >= 2}
+    empty = sorted(c for c in folders - set(classes) if not c.startswith("."))
+    if empty:
+        listed = ", ".join(f"train/{c}/" for c in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise DataError(f"{listed} {'has' if len(empty) == 1 else 'have'} no images in {path}: every "
+                        f"class folder needs training images; add some or remove the folder")
+    if len(classes) < 2:
+        raise DataError(f"{path} has only one class ({classes[0]}) under train/: a classifier needs at "
+                        f"least two class folders")
     for split in HELD_OUT:
         extra = sorted({c for _, c in by_split.get(split, [])} - set(classes))
         if extra:
@@ -265,59 +397,130 @@ def scan_imagefolder(path: str) -> FolderIndex:
     if not os.path.exists(path):
         raise DataError(f"image folder not found: {path} (give a directory or a .zip with train/ and "
                         f"val/ or test/ sub-folders of class folders)")
-    zf = None
     if os.path.isdir(path):
-        names, stats = [], []
+        names, entries, stats = [], [], []
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel_root = os.path.relpath(root, path).replace(os.sep, "/")
+            rel_root = "" if rel_root == "." else rel_root + "/"
+            entries += [rel_root + d + "/" for d in dirs] + [rel_root + f for f in files]
             for f in sorted(files):
-                full = os.path.join(root, f)
-                rel = os.path.relpath(full, path).replace(os.sep, "/")
+                rel = rel_root + f
                 if _is_image(rel):
-                    st = os.stat(full)
+                    st = os.stat(os.path.join(root, f))
                     names.append(rel)
                     stats.append(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         is_zip, fingerprint = False, _sha256(stats)
     else:
         try:
-            zf = zipfile.ZipFile(path)
-            infos = [i for i in zf.infolist() if not i.is_dir()]
+            with zipfile.ZipFile(path) as zf:
+                every = zf.infolist()
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(f"cannot read {path} as a zip archive ({e})") from None
+        infos = [i for i in every if not i.is_dir()]
         names = sorted(i.filename for i in infos if _is_image(i.filename))
+        entries = [i.filename for i in every]
         is_zip = True
         fingerprint = _sha256(sorted(f"{i.filename}\0{i.file_size}\0{i.CRC:08x}\n".encode() for i in infos))
+    prefix = ""
+    tops = {n.split("/", 1)[0] for n in names}
+    if "train" not in tops and len(tops) == 1:  # a layout wrapped in one top folder
+        prefix = tops.pop() + "/"
+    classes, by_split = _group(names, entries, prefix, path)
+    label = {c: i for i, c in enumerate(classes)}
+    members = {s: [(n, label[c]) for n, c in sorted(v)] for s, v in by_split.items()}
+    return FolderIndex(path, is_zip, prefix, classes, members, fingerprint)
+
+
+# Pixel modes that Pillow's convert("RGB") maps faithfully. 16-bit greyscale is scaled to 8 bits
+# here instead, since convert() would clip every value above 255 (most such images turn white):
+# modes "I;16*" (PNG, TIFF), and "I" from PNG or PGM, which Pillow fills with 0..65535. Other
+# modes (float "F", "I" from TIFF: 32-bit integers of unknown range, "LAB", "HSV", premultiplied
+# alpha) are refused rather than guessed at.
+RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(im, where: str):
+    """A PIL image -> an 8-bit RGB PIL image, or a :class:`DataError` naming ``where``.
+
+    16-bit greyscale keeps its high byte (``v >> 8``), as Pillow itself does when it opens a
+    16-bit colour PNG as "RGB", so a 16-bit grey image and its colour twin decode alike.
+    """
+    from PIL import Image
+
+    if im.mode in RGB_MODES:
+        return im.convert("RGB")
+    if im.mode in SIXTEEN_BIT_MODES or (im.mode == "I" and im.format in ("PNG", "PPM")):
+        a = np.asarray(im).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):  # not what Pillow promises for these
+            raise DataError(f"cannot decode image {where}: pixel mode {im.mode} with values "
+                            f"{a.min()}..{a.max()}, beyond 16 bits; convert the file to 8-bit RGB or "
+                            f"greyscale")
+        return Image.fromarray((a >> 8).astype(np.uint8)).convert("RGB")
+    raise DataError(f"cannot decode image {where}: pixel mode {im.mode} ({im.format}) has no faithful "
+                    f"8-bit RGB form; convert the file to 8-bit RGB or greyscale")
+
+
+# The formats of IMG_EXTENSIONS. Pillow picks a decoder by content, not by name: without this
+# list a file named .png holding PostScript would be handed to Ghostscript (EPS plugin).
+PIL_FORMATS = ("JPEG", "PNG", "PPM", "BMP", "TIFF", "WEBP")
+
+
+def _open_image(data: bytes, where: str, use: Callable):
+    """``use(im)`` on the PIL image in ``data``; any failure is a one-line :class:`DataError`."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        prefix = ""
-        tops = {n.split("/", 1)[0] for n in names}
-        if "train" not in tops and len(tops) == 1:  # a layout wrapped in one top folder
-            prefix = tops.pop() + "/"
-        classes, by_split = _group(names, prefix, path)
-        label = {c: i for i, c in enumerate(classes)}
-        members = {s: [(n, label[c]) for n, c in sorted(v)] for s, v in by_split.items()}
-        index = FolderIndex(path, is_zip, prefix, classes, members, fingerprint)
-        first = members["train"][0][0]
-        data = _Reader(index, zf).read(first)
-        index.native_size = tuple(decode_image(data, index.where(first), None).shape[:2])
-        return index
-    finally:
-        if zf is not None:
-            zf.close()
+        with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:
+            return use(im)
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"cannot decode image {where}: not a JPEG, PNG, PPM/PGM, BMP, TIFF or WebP "
+                        f"image; fix or remove the file") from None
+    except Exception as e:  # PIL raises many types for bad files
+        raise DataError(f"cannot decode image {where} ({type(e).__name__}: {e}); fix or remove the "
+                        f"file") from None
+
+
+def open_rgb(data: bytes, where: str):
+    """Encoded image bytes -> an 8-bit RGB PIL image; any failure is a one-line :class:`DataError`."""
+    return _open_image(data, where, lambda im: to_rgb(im, where))
 
 
 def decode_image(data: bytes, where: str, size: tuple[int, int] | None) -> np.ndarray:
     """Encoded image bytes -> (H, W, 3) uint8, resized (bilinear) to ``size`` = (H, W) if given."""
     from PIL import Image
 
+    im = open_rgb(data, where)
+    if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def image_size(data: bytes, where: str) -> tuple[int, int]:
+    """(H, W) of encoded image bytes, from the header alone (no pixel decoding)."""
+    return _open_image(data, where, lambda im: (im.size[1], im.size[0]))
+
+
+def image_sizes(index: FolderIndex) -> Counter:
+    """How many images of the folder (every split) have each (H, W), read from their headers."""
+    reader = _Reader(index)
+    names = [m for members in index.members.values() for m, _ in members]
+
+    def work(lo: int) -> Counter:
+        return Counter(image_size(reader.read(m), index.where(m)) for m in names[lo:lo + 1024])
+
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except Exception as e:  # PIL raises many types for bad files
-        raise DataError(f"cannot decode image {where} ({type(e).__name__}: {e}); fix or remove the "
-                        f"file") from None
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            try:
+                return sum(pool.map(work, range(0, len(names), 1024)), Counter())
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # fail now, not after reading the rest
+                raise
+    finally:
+        reader.close()
 
 
 class _Reader:
@@ -328,10 +531,10 @@ class _Reader:
     the expensive part, runs outside the lock.
     """
 
-    def __init__(self, index: FolderIndex, zf: zipfile.ZipFile | None = None):
+    def __init__(self, index: FolderIndex):
         self.index = index
-        self._zip = zf
-        self._pid = os.getpid() if zf is not None else -1
+        self._zip: zipfile.ZipFile | None = None
+        self._pid = -1
         self._lock = threading.Lock()
 
     def read(self, member: str) -> bytes:
@@ -344,7 +547,21 @@ class _Reader:
                     self._zip = zipfile.ZipFile(self.index.path)
                     self._pid = os.getpid()
                 return self._zip.read(member)
-        except (OSError, zipfile.BadZipFile, KeyError) as e:
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            raise DataError(f"cannot read {self.index.where(member)} ({type(e).__name__}: {e})") from None
+        except zlib.error as e:  # zipfile lets the decompressor's own error through
+            raise DataError(f"cannot read {self.index.where(member)}: its compressed data is corrupt "
+                            f"({e}); re-create the archive") from None
+        except NotImplementedError:  # no decompressor for the method (a RuntimeError: caught first)
+            method = self._zip.getinfo(member).compress_type
+            raise DataError(f"cannot read {self.index.where(member)}: it uses compression method {method}, "
+                            f"which Python's zipfile cannot read; re-create the archive with deflate "
+                            f"or no compression") from None
+        except RuntimeError as e:  # zipfile refuses encrypted members with a RuntimeError
+            if self._zip is not None and self._zip.getinfo(member).flag_bits & 0x1:
+                raise DataError(f"cannot read {self.index.where(member)}: the member is encrypted and "
+                                f"cnnzoo reads no passwords; re-create the archive without encryption"
+                                ) from None
             raise DataError(f"cannot read {self.index.where(member)} ({type(e).__name__}: {e})") from None
 
     def close(self) -> None:
@@ -422,19 +639,9 @@ class StreamingFolder(torch.utils.data.Dataset):
         return len(self.members)
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
         i, seed = item
         member, label = self.members[i]
-        where = self.index.where(member)
-        try:
-            with Image.open(io.BytesIO(self.reader.read(member))) as im:
-                im = im.convert("RGB")
-        except DataError:
-            raise
-        except Exception as e:
-            raise DataError(f"cannot decode image {where} ({type(e).__name__}: {e}); fix or remove the "
-                            f"file") from None
+        im = open_rgb(self.reader.read(member), self.index.where(member))
         if not self.train:
             return self.transform(im), label
         with torch.random.fork_rng(devices=[]):
