@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "cnnzoo.commands.models",
     "cnnzoo.commands.analysis",
     "cnnzoo.commands.train",
+    "cnnzoo.commands.predict",
 )
 
 
