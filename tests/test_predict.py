@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from cnnzoo.data import load_data
+from cnnzoo.data.sources import IMG_EXTENSIONS
 from cnnzoo.predict import Predictor, find_images
 from cnnzoo.train import resolve_config, train
 
@@ -136,8 +137,7 @@ def test_find_images_walks_folders_and_reports_what_gives_none(tmp_path):
     assert files == [str(tmp_path / "a" / "x.PNG"), str(tmp_path / "a" / "b" / "y.jpg"),
                      str(tmp_path / "empty.txt")]
     assert [m.split(": ", 1)[1] for m in problems] == [
-        "no image files (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp) in this folder",
-        "no such file or folder"]
+        f"no image files ({', '.join(IMG_EXTENSIONS)}) in this folder", "no such file or folder"]
 
 
 @pytest.fixture(scope="module")
