@@ -36,12 +36,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file_object)`` on a temporary file, then atomically move it to ``path``."""
+    """Call ``write(file_object)`` on a temporary file, then atomically move it to ``path``.
+
+    The file gets the permissions of any new file (``0o666`` less the umask), not the
+    ``0o600`` of a temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -157,3 +168,52 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], whe
             parts.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
         raise CheckpointError(f"{where} does not fit the model: {', '.join(parts)}")
     model.load_state_dict(state)
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """The model weights in a run folder (its ``best.pt``, else ``last.pt``), a cnnzoo checkpoint or
+    a plain state-dict file (``torch.load(weights_only=True)``; a ``{"state_dict": ...}`` or
+    ``{"model": ...}`` wrapper and ``module.`` prefixes are unwrapped). Returns ``(state, where)``.
+    """
+    from .evaluate import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, disallowed globals
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read weights {path}: {msg}") from None
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise CheckpointError(f"{path} holds no state dict (a mapping of names to tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj, str(path)
+
+
+def load_init_weights(model: torch.nn.Module, source: str | os.PathLike) -> list[str]:
+    """Load trained weights into ``model`` to start a new run from them (``--init-from``).
+
+    Every tensor must fit, except the classifier's: when the number of classes differs, the
+    model keeps its freshly initialised classifier. Returns what the caller should tell the user.
+    """
+    state, where = read_weights(source)
+    own = model.state_dict()
+    get = getattr(model, "get_classifier", None)
+    fc = get() if callable(get) else None
+    prefix = next((n for n, m in model.named_modules() if m is fc), None) if fc is not None else None
+    head = {k for k in own if prefix is not None and k.startswith(prefix + ".")}
+    differ = [k for k in head if k in state and state[k].shape != own[k].shape]
+    notes = [f"starting from the weights in {where}"]
+    if differ:
+        old = state[f"{prefix}.weight"].shape[0] if f"{prefix}.weight" in state else "other"
+        notes.append(f"the classifier ({prefix}) is re-initialised: the weights are for {old} classes, "
+                     f"this run has {getattr(model, 'num_classes', own[differ[0]].shape[0])}")
+        state = {**{k: v for k, v in state.items() if k not in head}, **{k: own[k] for k in head}}
+    load_model_state(model, state, where)
+    return notes

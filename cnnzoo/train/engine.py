@@ -42,6 +42,7 @@ from .checkpoint import (
     check_compatible,
     get_rng_state,
     load_checkpoint,
+    load_init_weights,
     load_model_state,
     set_rng_state,
 )
@@ -162,11 +163,36 @@ def network_depth(model: nn.Module) -> int:
     return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
 
 
+def data_label(spec: str) -> str:
+    """A short name for a data spec: ``imagefolder:/x/cifar10-jpeg75.zip`` -> ``cifar10-jpeg75``."""
+    if spec.startswith("imagefolder:"):
+        p = Path(spec[len("imagefolder:"):].rstrip("/\\"))
+        spec = p.stem if p.suffix.lower() == ".zip" else p.name
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", spec).strip("-.")[:40] or "data"
+
+
 def default_out(cfg: TrainConfig) -> str:
-    data = re.sub(r"[^A-Za-z0-9_.]+", "-", cfg.data.replace("imagefolder:", "folder-"))
-    data = data.strip("-")[-40:]
+    """``runs/MODEL-DATA-TIME`` (UTC), with ``-2``, ``-3``... when that folder already exists."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return str(Path("runs") / f"{cfg.model}-{data}-{stamp}")
+    base = Path("runs") / f"{cfg.model}-{data_label(cfg.data)}-{stamp}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return str(out)
+
+
+def cpu_native_bf16() -> bool | None:
+    """Whether this CPU has bf16 instructions (AVX512_BF16 or AMX on x86); ``None``: unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except OSError:
+        pass
+    return None
 
 
 def versions() -> dict[str, str]:
@@ -185,6 +211,15 @@ def hardware(device: torch.device, world_size: int) -> dict[str, Any]:
     if device.type == "cuda":
         hw["gpu"] = torch.cuda.get_device_name(device)
     return hw
+
+
+def _loss_note(cfg: TrainConfig) -> str:
+    """Why the training loss may sit above the validation loss, for curves.png."""
+    why = [w for w, on in ((f"label smoothing {cfg.label_smoothing:g}", cfg.label_smoothing > 0),
+                           ("mixup", cfg.mixup > 0), ("CutMix", cfg.cutmix > 0)) if on]
+    if not why:
+        return ""
+    return f"training loss includes {' and '.join(why)}, so it sits above the validation loss"
 
 
 def _measure(model: nn.Module, input_size) -> tuple[int, int]:
@@ -255,10 +290,16 @@ class Trainer:
                  resume: str | os.PathLike | None = None):
         validate(cfg)
         self.cfg = cfg
+        self.notes: list[str] = []  # said once at the start of the run
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         self.dist = D.setup(cfg.device)
         self.device = self.dist.device
         if cfg.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("--amp fp16 needs a CUDA GPU (it uses a gradient scaler); on CPU use --amp bf16")
+        if cfg.amp == "bf16" and self.device.type == "cpu" and cpu_native_bf16() is False:
+            self.notes.append("warning: this CPU has no bf16 instructions (AVX512_BF16 or AMX), so --amp "
+                              "bf16 is emulated and runs many times slower than fp32; use --amp none here")
         if cfg.sync_bn and not self.dist.distributed:
             raise ValueError("--sync-bn only makes sense with several processes (torchrun)")
         if cfg.sync_bn and self.device.type != "cuda":
@@ -274,12 +315,16 @@ class Trainer:
 
         self.bundle = bundle if bundle is not None else _load_bundle(cfg, self.dist)
         b = self.bundle
+        if getattr(b, "info", {}).get("size_note"):
+            self.notes.append(f"note: {b.info['size_note']}")
         torch.manual_seed(cfg.seed)  # global RNG: weight init, dropout, stochastic depth
         if model is None:
             import cnnzoo
 
             model = cnnzoo.create_model(cfg.model, num_classes=b.num_classes, in_chans=b.input_size[0],
                                         **cfg.model_opts)
+        if cfg.init_from and not resume:
+            self.notes += load_init_weights(model, cfg.init_from)
         self.raw = model.to(self.device)
         self.depth = network_depth(self.raw)
         if cfg.sync_bn:
@@ -310,7 +355,12 @@ class Trainer:
         self.best_val: float | None = None
         self.acc = [0.0, 0.0, 0.0]  # this epoch so far: loss sum, correct, seen
         self.epoch_train_seconds = 0.0
+        self.epoch_untimed = 0  # images of this epoch not in its throughput (torch.compile's first step)
         self.seconds = 0.0
+        # every log_every steps: step, running train loss and top-1 of this epoch, lr (curves.png)
+        self.step_log: list[dict[str, float]] = []
+        self.log_every = max(1, self.total // 200)
+        self._compiled_step_done = not cfg.compile
 
         if resume:
             self._restore(self.out / "last.pt")
@@ -336,7 +386,9 @@ class Trainer:
         """What every checkpoint carries to be loaded and checked on its own."""
         return {"format": FORMAT, "kind": kind, "config": self.cfg.to_dict(),
                 "num_classes": self.bundle.num_classes, "input_size": list(self.bundle.input_size),
-                "class_names": list(self.bundle.class_names)}
+                "class_names": list(self.bundle.class_names), "mean": list(self.bundle.mean),
+                "std": list(self.bundle.std),
+                "streaming": bool(getattr(self.bundle, "info", {}).get("streaming"))}
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -347,11 +399,14 @@ class Trainer:
             "batch": self.batch, "rng": get_rng_state(), "history": self.history,
             "best_val": self.best_val, "acc": list(self.acc),
             "epoch_train_seconds": self.epoch_train_seconds, "seconds": self.seconds,
+            "epoch_untimed": self.epoch_untimed, "step_log": self.step_log,
         }
 
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
         check_compatible(ckpt["config"], self.cfg.model, self.cfg.model_opts, str(path))
+        old = ckpt["config"]
+        old_total = old["iters"] if old.get("iters") is not None else old["epochs"] * self.steps_per_epoch
         load_model_state(self.raw, ckpt["model"], str(path))
         if self.ema is not None:
             load_model_state(self.ema.module, ckpt["ema"], f"{path} (EMA)")
@@ -362,7 +417,30 @@ class Trainer:
         self.history, self.best_val = list(ckpt["history"]), ckpt["best_val"]
         self.acc = list(ckpt["acc"])
         self.epoch_train_seconds, self.seconds = ckpt["epoch_train_seconds"], ckpt["seconds"]
+        self.epoch_untimed = ckpt.get("epoch_untimed", 0)
+        self.step_log = list(ckpt.get("step_log", []))
         set_rng_state(ckpt["rng"])
+        if old_total != self.total:
+            self._extend(old, old_total)
+
+    def _extend(self, old: dict[str, Any], old_total: int) -> None:
+        """Continue a run for longer than it was planned (``--resume DIR --epochs N``)."""
+        unit, n_old, n_new = (("epochs", old["epochs"], self.cfg.epochs) if self.cfg.epochs is not None
+                              else ("iters", old["iters"], self.cfg.iters))
+        if self.total <= old_total:
+            raise ValueError(f"{self.out} is planned for {n_old if n_old is not None else old_total} "
+                             f"{unit if n_old is not None else 'steps'}; to extend it give more than that")
+        # The schedule is a function of the run's length: recompute it for the new length, so the
+        # remaining steps follow the longer run's schedule from this step on.
+        was = self.optimizer.param_groups[0]["lr"]
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * lr_factor(self.step, self.total, self.cfg, self.depth)
+        now = self.optimizer.param_groups[0]["lr"]
+        self.notes.append(f"extending the run from {old_total:,} to {self.total:,} steps: the learning-rate "
+                          f"schedule ({self.cfg.schedule}) is recomputed for the new length, so at step "
+                          f"{self.step:,} it continues at lr {now:.4g} (the shorter plan had {was:.4g}); the "
+                          "result is not the same as a run planned this long from the start")
+
 
     def _save_last(self) -> None:
         if self.dist.is_main:
@@ -395,12 +473,12 @@ class Trainer:
             atomic_write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), self.out / "config.yaml")
             rewrite_csv(self.out / "metrics.csv", self.history)
             if self.step == 0:
-                rep.line(f"training {cfg.model} on {cfg.data} ({self.bundle.sizes}) for {self.total} steps "
-                         f"({self.epochs} epochs of {self.steps_per_epoch}) on {self.device} "
-                         f"x{self.dist.world_size}; writing {self.out}")
+                rep.line(self._header_line())
             else:
-                rep.line(f"resuming {self.out} at step {self.step} (epoch {self.epoch + 1}, "
-                         f"batch {self.batch})")
+                rep.line(f"resuming {self.out} at step {self.step:,} of {self.total:,} "
+                         f"(epoch {self.epoch + 1}, batch {self.batch})")
+            for note in self.notes:
+                rep.line(note)
         kill_at = int(os.environ.get("CNNZOO_KILL_AT_STEP", "-1"))
         try:
             with _StopFlag() as stop:
@@ -416,6 +494,18 @@ class Trainer:
             rep.close()
         D.barrier()
         return results
+
+    def _header_line(self) -> str:
+        from cnnzoo.models._base import count_params
+
+        cfg, b, ws = self.cfg, self.bundle, self.dist.world_size
+        split = " / ".join(f"{b.sizes.get(k, 0):,} {k}" for k in ("train", "val", "test"))
+        procs = f"{ws} processes" if ws > 1 else "1 process"
+        return (f"training {cfg.model} ({count_params(self.raw) / 1e6:.2f}M parameters) on {cfg.data}: "
+                f"{split} images of {'x'.join(map(str, b.input_size))}; {self.total:,} steps "
+                f"({self.epochs} epochs of {self.steps_per_epoch}, batch {cfg.batch_size}), "
+                f"recipe {cfg.recipe}; "
+                f"{self.device}, {procs}, {torch.get_num_threads()} threads; writing {self.out}")
 
     def _train_epoch(self, rep: Reporter, stop: _StopFlag, kill_at: int) -> None:
         cfg, dist = self.cfg, self.dist
@@ -452,6 +542,7 @@ class Trainer:
             if cfg.clip_grad > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.clip_grad)
+            lr = self.optimizer.param_groups[0]["lr"]
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -461,9 +552,20 @@ class Trainer:
             self.step, self.batch = self.step + 1, b + 1
             for i in range(3):
                 self.acc[i] += stats[i].item()
+            if self.step % self.log_every == 0 or self.step == self.total:
+                self.step_log.append({"step": self.step, "loss": stats[0].item() / stats[2].item(),
+                                      "top1": stats[1].item() / stats[2].item(), "lr": lr})
+            if not self._compiled_step_done:
+                # torch.compile compiles during the first step: that time is not training throughput.
+                now = time.perf_counter()
+                self.seconds += now - t0
+                self.epoch_untimed += int(stats[2].item())
+                rep.line(f"torch.compile: the first step took {now - t0:.1f} s (compilation), "
+                         "left out of images/s")
+                t0, self._compiled_step_done = now, True
             elapsed = time.perf_counter() - t0
             rep.update(self.acc[0] / self.acc[2], self.acc[1] / self.acc[2],
-                       self.acc[2] / max(self.epoch_train_seconds + elapsed, 1e-9))
+                       self._images_per_s(self.epoch_train_seconds + elapsed))
             if self.step % 50 == 0:
                 rep.scalars(self.step, {"train/loss": stats[0].item() / stats[2].item(),
                                         "train/lr": self.optimizer.param_groups[0]["lr"]})
@@ -478,6 +580,9 @@ class Trainer:
         rep.end_epoch()
         if not stop.stop:
             self._end_epoch(rep)
+
+    def _images_per_s(self, seconds: float) -> float:
+        return (self.acc[2] - self.epoch_untimed) / max(seconds, 1e-9)
 
     def _tick(self, t0: float) -> float:
         """Add the training time since ``t0`` to the epoch's and the run's; return now."""
@@ -495,14 +600,14 @@ class Trainer:
                "train_loss": self.acc[0] / self.acc[2], "train_top1": self.acc[1] / self.acc[2],
                "val_loss": val.loss if val else None, "val_top1": val.top1 if val else None,
                "val_top5": val.top5 if val else None,
-               "images_per_s": self.acc[2] / max(self.epoch_train_seconds, 1e-9), "seconds": self.seconds}
+               "images_per_s": self._images_per_s(self.epoch_train_seconds), "seconds": self.seconds}
         self.history.append(row)
         rep.epoch_row(row)
         improved = val is not None and (self.best_val is None or val.top1 > self.best_val)
         if improved:
             self.best_val = val.top1
         self.epoch, self.batch = self.epoch + 1, 0
-        self.acc, self.epoch_train_seconds = [0.0, 0.0, 0.0], 0.0
+        self.acc, self.epoch_train_seconds, self.epoch_untimed = [0.0, 0.0, 0.0], 0.0, 0
         if improved or (self.bundle.sizes.get("val", 0) == 0 and self.step >= self.total):
             self._save_best(self.best_val)
         self._save_last()
@@ -533,7 +638,8 @@ class Trainer:
             "versions": versions(), "hardware": hardware(self.device, self.dist.world_size),
         }
         atomic_write_json(results, self.out / "results.json")
-        plot_curves(self.history, self.out / "curves.png", f"{cfg.model} on {cfg.data}")
+        plot_curves(self.history, self.out / "curves.png", f"{cfg.model} on {data_label(cfg.data)}",
+                    steps=self.step_log, note=_loss_note(cfg))
         if test:
             rep.line(f"done in {self.seconds:.1f} s: best val top1 "
                      f"{'n/a' if self.best_val is None else f'{self.best_val:.2%}'} (epoch {best['epoch']}), "
@@ -543,17 +649,31 @@ class Trainer:
 
 
 def train(cfg: TrainConfig | None = None, *, bundle=None, model: nn.Module | None = None,
-          resume: str | os.PathLike | None = None) -> dict[str, Any]:
+          resume: str | os.PathLike | None = None, epochs: int | None = None,
+          iters: int | None = None) -> dict[str, Any]:
     """Run (or, with ``resume=DIR``, continue) a training run; return ``results.json``'s content.
 
     When resuming, the run's saved config is used; a ``cfg`` naming another model or other
-    model options raises ``ValueError`` naming the difference.
+    model options raises ``ValueError`` naming the difference. ``epochs`` or ``iters`` with
+    ``resume`` make the run longer than planned (a finished run continues): the learning-rate
+    schedule is recomputed for the new length from the current step on.
     """
+    if (epochs is not None or iters is not None) and resume is None:
+        raise ValueError("epochs= and iters= here extend a resumed run; for a new run set them in the config")
     if resume is not None:
         path = Path(resume) / "last.pt"
         saved = TrainConfig.from_dict(load_checkpoint(path)["config"])
         if cfg is not None and cfg.model is not None:
             check_compatible(saved.to_dict(), cfg.model, cfg.model_opts, str(path))
+        if epochs is not None and iters is not None:
+            raise ValueError("give either epochs or iters, not both")
+        if epochs is not None or iters is not None:
+            unit, n = ("epochs", epochs) if epochs is not None else ("iters", iters)
+            if getattr(saved, unit) is not None and n <= getattr(saved, unit):
+                raise ValueError(f"{resume} is planned for {getattr(saved, unit)} {unit}; to extend it give "
+                                 "more than that")
+            saved.epochs, saved.iters = epochs, iters
+            validate(saved)
         cfg = saved
     if cfg is None:
         raise ValueError("train() needs a config or resume=DIR")
