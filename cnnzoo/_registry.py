@@ -3,17 +3,22 @@
 Builders are plain functions decorated with :func:`register_model`; they take keyword
 overrides and return an ``nn.Module``. Metadata (family, default input size, mean/std,
 paper, expected parameter count) lives beside the builder, in the decorator call.
+
+This module imports no torch: the built-in families (``cnnzoo.models``) are imported, and so
+registered, by the first call that needs the registry's contents.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,6 +58,12 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 
+def _registry() -> dict[str, _Entry]:
+    """The registry, after importing (and so registering) the built-in families."""
+    importlib.import_module("cnnzoo.models")  # a no-op once imported, or while it is importing
+    return _REGISTRY
+
+
 def register_model(
     fn: Callable[..., nn.Module] | None = None, *, name: str | None = None, **meta: Any
 ) -> Callable:
@@ -64,7 +75,7 @@ def register_model(
 
     def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or f.__name__
-        if key in _REGISTRY:
+        if key in _registry():
             raise ValueError(f"model name {key!r} is already registered")
         meta.setdefault("family", f.__module__.rsplit(".", 1)[-1])
         _REGISTRY[key] = _Entry(f, ModelMeta(name=key, **meta))
@@ -80,7 +91,7 @@ def register_alias(name: str, target: str, *, params: int | None = None, params_
     An alias only sets options: ``create_model(name, **kw)`` is
     ``create_model(target, **{**defaults, **kw})``.
     """
-    if name in _REGISTRY:
+    if name in _registry():
         raise ValueError(f"model name {name!r} is already registered")
     base = _REGISTRY[target]
 
@@ -96,7 +107,7 @@ def register_alias(name: str, target: str, *, params: int | None = None, params_
 
 def _lookup(name: str) -> _Entry:
     try:
-        return _REGISTRY[name]
+        return _registry()[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f"; closest: {', '.join(close)}" if close else ""
@@ -105,7 +116,7 @@ def _lookup(name: str) -> _Entry:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style wildcard pattern, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    return sorted(n for n in _registry() if fnmatch.fnmatchcase(n, pattern))
 
 
 def get_model_meta(name: str) -> ModelMeta:
@@ -119,6 +130,13 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     Unknown names and invalid overrides raise ``ValueError`` saying what is allowed.
     """
     entry = _lookup(name)
-    model = entry.fn(**overrides)
+    try:
+        model = entry.fn(**overrides)
+    except TypeError as e:
+        if not overrides:  # no option given: a bug, not the caller's mistake
+            raise
+        # A value of the wrong type that no check caught, deep in a constructor.
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise ValueError(f"bad option for {name} ({given}): {e}") from e
     model.meta = entry.meta
     return model
