@@ -21,14 +21,31 @@ COMMAND_MODULES = (
 )
 
 
+# The library's messages point Python callers at Python; a command-line user is told the command.
+CLI_WORDING = {
+    "cnnzoo.list_models()": "`cnnzoo list`",
+}
+
+
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """The ``cnnzoo`` parser and its sub-commands' (``add_subparsers`` reuses the class): the help
+    of every flag shows its default (:class:`~cnnzoo.commands._options.HelpFormatter`)."""
+
+    def __init__(self, *args, formatter_class=None, **kwargs) -> None:
+        from .commands._options import HelpFormatter
+
+        super().__init__(*args, formatter_class=formatter_class or HelpFormatter, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command. Imports no torch: command modules import it when they run."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnnzoo", description="The classic CNN lineage: build, measure, train and compare.")
     parser.add_argument("--version", action="version", version=f"cnnzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -38,14 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(e: BaseException) -> str:
+    """The first line of an error's message, in the command line's words (:data:`CLI_WORDING`)."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    for python, cli in CLI_WORDING.items():
+        msg = msg.replace(python, cli)
+    return msg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, FileNotFoundError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"cnnzoo {args.command}: error: {msg}", file=sys.stderr)
+        print(f"cnnzoo {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)

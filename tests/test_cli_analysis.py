@@ -50,9 +50,13 @@ def test_summary_per_layer_markdown(capsys):
     assert code == 0
     assert out.count("### ") == 3 and "|---|" in out
     lines = [ln for ln in out.split("### layers")[1].splitlines() if ln.startswith("| ")]
-    assert lines[0].startswith("| stage | name | type | output | params | MACs (M) | rf | stride")
-    assert len(lines) - 1 == len(profile(_meta("resnet20")).layers)
-    assert lines[1].startswith("| stride 1 | stem.conv | Conv2d | 16x32x32 | 432 |")
+    assert lines[0] == "| stage | name | type | output | params | MACs (M) | other ops (k) | rf | stride |"
+    layers = profile(_meta("resnet20")).layers
+    assert len(lines) - 1 == len(layers)
+    assert lines[1] == "| stride 1 | stem.conv | Conv2d | 16x32x32 | 432 | 0.442 | 0 | 3 | 1 |"
+    # a BatchNorm's other ops: scale and shift of each of its 16x32x32 outputs, in thousands
+    assert layers[1].name == "stem.norm" and layers[1].other_ops == 2 * 16 * 32 * 32
+    assert lines[2].split(" | ")[6] == "32.77"
 
 
 def _meta(name):
@@ -69,9 +73,23 @@ def test_summary_csv_is_one_parseable_table(capsys):
     assert [r["stage"] for r in rows] == ["stride 1", "stride 2", "stride 4", "head", "total"]
     r = profile(_meta("resnet20"), (3, 64, 64))
     assert int(rows[-1]["macs"]) == r.macs and int(rows[-1]["params"]) == 269_722
+    assert rows[0]["output_shape"] == "16x64x64"
     code, out, _ = _run(capsys, "summary", "resnet20", "--format", "csv", "--per-layer")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert rows[0]["name"] == "stem.conv" and rows[0]["rf"] == "3"
+    assert rows[0]["name"] == "stem.conv" and rows[0]["receptive_field"] == "3"
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_summary_csv_columns_are_the_json_keys(capsys, per_layer):
+    flag = ["--per-layer"] if per_layer else []
+    _, out, _ = _run(capsys, "summary", "resnet20", "--format", "json", *flag)
+    d = json.loads(out)
+    _, out, _ = _run(capsys, "summary", "resnet20", "--format", "csv", *flag)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    table = d["layers"] if per_layer else d["stages"]
+    assert list(rows[0]) == list(table[0])
+    assert [r["name" if per_layer else "stage"] for r in rows[:len(table)]] == \
+        [t["name" if per_layer else "stage"] for t in table]
 
 
 def test_summary_bench_reports_latency_structure(capsys):
@@ -117,11 +135,14 @@ def _too_small_case():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["summary", "resnet2"], "unknown model 'resnet2'"),
+    (["summary", "resnet2"], "unknown model 'resnet2'; closest: resnet32, resnet20"),
+    (["compare", "resnet20", "resnt56"], "(see `cnnzoo list`)"),
     (["summary", "resnet20", "--opt", "attn"], "expected key=value"),
-    (["summary", "resnet20", "--opt", "colour=red"], "unknown option(s) colour"),
+    (["summary", "resnet20", "--opt", "colour=red"], "unknown option(s) colour (allowed: "),
+    (["summary", "wrn16_4", "--opt", "colour=red"], "unknown option(s) colour (allowed: "),
+    (["summary", "resnet20", "--opt", "depth=abc"], "must be 6n+2"),
     (["summary", "resnet20", "--opt", "unit=sideways"], "unit='sideways' is not allowed"),
-    (["summary", "resnet20", "--opt", "widths=5"], "bad option for resnet20"),
+    (["summary", "resnet20", "--opt", "widths=5"], "bad option for resnet20 (widths=5)"),
     (["summary", "resnet20", "--input-size", "3", "0", "32"], "three positive ints"),
     (["summary", "resnet20", "--input-size", "1", "32", "32"], "forward pass failed in stem.conv"),
     (["compare", "resnet20", "nothing*"], "no registered model matches"),
@@ -131,6 +152,8 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = _run(capsys, *argv)
     assert code == 2
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    # the command line's words: no builder function, no Python call
+    assert "build_" not in err and "cnnzoo.list_models" not in err
 
 
 def test_too_small_input_names_the_layer(capsys):

@@ -31,6 +31,8 @@ def test_unmatched_pattern_is_a_one_line_error(capsys):
     assert main(["list", "nothing*"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no registered model matches" in err
+    assert main(["list", "resnet2"]) == 2  # a name, not a pattern: the closest names
+    assert "no registered model matches 'resnet2'; closest: resnet32, resnet20" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_the_cli():
@@ -42,5 +44,7 @@ def test_python_dash_m_runs_the_cli():
 def test_parse_opts():
     assert parse_opts(["attn=se", "depth=110", "widths=(8,16)", "attn2=None", "x=true", "r=0.5"]) == {
         "attn": "se", "depth": 110, "widths": (8, 16), "attn2": None, "x": True, "r": 0.5}
+    # the form a shell passes through unquoted, as --opt's help shows it
+    assert parse_opts(["widths=32,64,128", "w=8,"]) == {"widths": (32, 64, 128), "w": (8,)}
     with pytest.raises(ValueError, match="key=value"):
         parse_opts(["attn"])

@@ -1,13 +1,38 @@
-"""Parsing of model options given on the command line as ``--opt key=value``."""
+"""What every command's parser shares: help that shows defaults, and ``--opt key=value`` parsing."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 from typing import Any
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help in which every flag says its default.
+
+    A flag whose help already says where its value comes from (it mentions "default") is left
+    as written; any other flag with a default gets ``(default: X)``, an on/off switch
+    ``(default: off)``. The ``cnnzoo`` parser makes this every sub-command's formatter.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS, []):
+            return text
+        if action.nargs == 0 and isinstance(action.default, bool):  # a switch
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
 def parse_value(text: str) -> Any:
-    """``"0.1"`` -> 0.1, ``"se"`` -> "se", ``"none"`` / ``"None"`` -> None, ``"(1,2)"`` -> (1, 2)."""
+    """A Python literal, else the text itself.
+
+    ``"0.1"`` -> 0.1, ``"se"`` -> "se", ``"none"`` / ``"None"`` -> None, ``"true"`` -> True, and a
+    comma makes a tuple: ``"32,64,128"`` (what a shell passes through unquoted) and ``"(32,64,128)"``
+    -> (32, 64, 128).
+    """
     if text.lower() in ("none", "null"):
         return None
     if text.lower() in ("true", "false"):
@@ -32,4 +57,5 @@ def parse_opts(items: list[str] | None) -> dict[str, Any]:
 def add_opt_argument(parser) -> None:
     parser.add_argument(
         "--opt", action="append", metavar="KEY=VALUE", default=[],
-        help="model option, repeatable: --opt attn=se --opt unit=preact --opt widths=(32,64,128)")
+        help="model option, repeatable: --opt attn=se --opt unit=preact --opt widths=32,64,128 "
+             "(a comma makes a tuple; default: the model's own options)")

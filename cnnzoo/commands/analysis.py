@@ -11,8 +11,6 @@ import json
 import sys
 from typing import Any
 
-import torch
-
 from ._options import add_opt_argument, parse_opts
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -25,12 +23,15 @@ def add_parser(sub) -> None:
                     "and receptive field of a model, per stage and optionally per layer.")
     p.add_argument("model", help="registered model name (see `cnnzoo list`)")
     _add_input_size(p)
-    p.add_argument("--per-layer", action="store_true", help="one row per layer")
-    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also one row per layer: params, MACs, other ops, receptive field")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="output format (csv: the most detailed table only)")
     p.add_argument("--bench", action="store_true",
                    help="also time the forward pass (real weights, CPU, batch 1)")
     p.add_argument("--runs", type=int, default=10, help="timed runs for --bench (median reported)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for --bench")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for --bench (default: torch's default)")
     add_opt_argument(p)
     p.set_defaults(func=run_summary)
 
@@ -40,8 +41,9 @@ def add_parser(sub) -> None:
                     "Names may be wildcards ('resnet*').")
     c.add_argument("models", nargs="+", help="registered model names or wildcard patterns")
     _add_input_size(c, "input size for every model (default: each model's own)")
-    c.add_argument("--format", choices=FORMATS, default="table")
-    c.add_argument("--plot", metavar="FILE.png", help="scatter of parameters vs multiply-adds")
+    c.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    c.add_argument("--plot", metavar="FILE.png",
+                   help="also draw parameters vs multiply-adds to this PNG (default: no plot)")
     add_opt_argument(c)
     c.set_defaults(func=run_compare)
 
@@ -55,16 +57,16 @@ def _add_input_size(p, help_text: str = "input size (default: the model's own)")
 
 
 def build_model(name: str, opts: dict[str, Any], meta: bool = True):
-    """``create_model`` on the meta device (or for real); bad option values -> ValueError."""
+    """``create_model`` on the meta device (or for real). Unknown names and bad options raise
+    ``ValueError`` in ``create_model``, with suggestions."""
+    import torch
+
     import cnnzoo
 
-    try:  # unknown names and options raise ValueError in create_model, with suggestions
-        if meta:
-            with torch.device("meta"):
-                return cnnzoo.create_model(name, **opts)
+    if not meta:
         return cnnzoo.create_model(name, **opts)
-    except TypeError as e:
-        raise ValueError(f"bad option for {name} {opts}: {e}") from None
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        return cnnzoo.create_model(name, **opts)
 
 
 def measure(name: str, opts: dict[str, Any], input_size) -> Any:
@@ -126,13 +128,14 @@ def _print_rich(tables: list[tuple[str, list[dict]]], section: str | None) -> No
                   collapse_padding=True)
         for c in cols:
             numeric = all(isinstance(r[c], (int, float)) or r[c] in (None, "global") for r in rows)
-            full = max([len(c)] + [len(_fmt(r[c])) for r in rows])
+            head = c.replace(" ", "\n") if numeric else c  # one word a line: narrower columns
+            full = max([len(h) for h in head.splitlines()] + [len(_fmt(r[c])) for r in rows])
             if c in ("name", "model"):  # long names fold rather than push numbers off screen
-                t.add_column(c, overflow="fold", min_width=min(14, full))
+                t.add_column(head, overflow="fold", min_width=min(10, full))
             elif c in ("type", "family"):
-                t.add_column(c, overflow="ellipsis", no_wrap=True, max_width=11)
+                t.add_column(head, overflow="ellipsis", no_wrap=True, max_width=11)
             else:
-                t.add_column(c, justify="right" if numeric else "left", no_wrap=True, min_width=full)
+                t.add_column(head, justify="right" if numeric else "left", no_wrap=True, min_width=full)
         current = object()
         for r in rows:
             if split and r[split] != current:
@@ -165,48 +168,47 @@ def _unit(total: float) -> tuple[float, str]:
     return 1.0, ""
 
 
+def _head(quantity: str, suffix: str) -> str:
+    """A column title with its unit: ``MACs (M)``; a bare count has none."""
+    return f"{quantity} ({suffix})" if suffix else quantity
+
+
 def _scaled(v: int, scale: float) -> float:
     return round(v / scale, 3) if scale > 1 else v
 
 
 def _stage_rows(r, text: bool) -> list[dict]:
-    """Per-stage rows and a total row. Text formats show scaled units; csv raw counts."""
-    stages = r.stages() + [{"stage": "total", "layers": len(r.layers), "output_shape": (),
+    """Per-stage rows and a total row. Text formats show scaled units; csv the JSON ``stages``
+    keys with raw counts."""
+    stages = r.stages() + [{"stage": "total", "layers": len(r.layers), "output_shape": [],
                             "params": r.params, "macs": r.macs, "other_ops": r.other_ops,
                             "receptive_field": r.receptive_field,
                             "effective_stride": r.effective_stride}]
+    if not text:
+        return [{**s, "output_shape": _shape(s["output_shape"])} for s in stages]
     ps, pu = _unit(r.params)
     ms, mu = _unit(r.macs)
-    rows = []
-    for s in stages:
-        pct = round(100 * s["macs"] / r.macs, 1) if r.macs else 0.0
-        if text:
-            rows.append({"stage": s["stage"], "output": _shape(s["output_shape"]),
-                         f"params ({pu})": _scaled(s["params"], ps), f"MACs ({mu})": _scaled(s["macs"], ms),
-                         "MACs %": pct, "rf": _rf(s["receptive_field"], text),
-                         "stride": _rf(s["effective_stride"], text)})
-        else:
-            rows.append({"stage": s["stage"], "output": _shape(s["output_shape"]), "layers": s["layers"],
-                         "params": s["params"], "macs": s["macs"], "macs_pct": pct,
-                         "other_ops": s["other_ops"], "rf": s["receptive_field"],
-                         "stride": s["effective_stride"]})
-    return rows
+    return [{"stage": s["stage"], "output": _shape(s["output_shape"]),
+             _head("params", pu): _scaled(s["params"], ps), _head("MACs", mu): _scaled(s["macs"], ms),
+             "MACs %": round(100 * s["macs"] / r.macs, 1) if r.macs else 0.0,
+             "rf": _rf(s["receptive_field"]), "stride": _rf(s["effective_stride"])}
+            for s in stages]
 
 
-def _rf(v, text: bool):
-    return ("global" if v is None else v) if text else v
+def _rf(v):
+    return "global" if v is None else v
 
 
 def _layer_rows(r, text: bool) -> list[dict]:
+    """Per-layer rows. Text formats show scaled units; csv the JSON ``layers`` keys, raw counts."""
     if not text:
-        return [{"name": row.name, "type": row.type, "stage": row.stage,
-                 "output": _shape(row.output_shape), "params": row.params, "macs": row.macs,
-                 "other_ops": row.other_ops, "rf": row.receptive_field, "stride": row.effective_stride}
-                for row in r.layers]
+        return [{**d, "output_shape": _shape(d["output_shape"])} for d in (row.to_dict() for row in r.layers)]
     ms, mu = _unit(max((row.macs for row in r.layers), default=0))
+    xs, xu = _unit(max((row.other_ops for row in r.layers), default=0))
     return [{"stage": row.stage, "name": row.name, "type": row.type, "output": _shape(row.output_shape),
-             "params": row.params, f"MACs ({mu})": _scaled(row.macs, ms),
-             "rf": _rf(row.receptive_field, text), "stride": _rf(row.effective_stride, text)}
+             "params": row.params, _head("MACs", mu): _scaled(row.macs, ms),
+             _head("other ops", xu): _scaled(row.other_ops, xs),
+             "rf": _rf(row.receptive_field), "stride": _rf(row.effective_stride)}
             for row in r.layers]
 
 
@@ -282,7 +284,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if text:
             rows.append({"model": r.name, "family": fam, "input": _shape(r.input_size),
                          "params (M)": round(r.params / 1e6, 2), "GMACs": round(r.macs / 1e9, 3),
-                         "rf": _rf(r.receptive_field, text), "stride": _rf(r.effective_stride, text),
+                         "rf": _rf(r.receptive_field), "stride": _rf(r.effective_stride),
                          "act. MiB": round(r.activation_bytes / 2**20, 1)})
         else:
             rows.append({"model": r.name, "family": fam, "input": _shape(r.input_size),

@@ -17,14 +17,15 @@ def allowed_options(*ctors: Callable) -> set[str]:
     return names
 
 
-def check_options(overrides: dict[str, Any], allowed: Iterable[str], what: str) -> None:
-    """Raise ``ValueError`` naming the unknown keywords and listing the allowed ones."""
+def check_options(overrides: dict[str, Any], allowed: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the unknown keywords and listing the allowed ones.
+
+    The message names no constructor: the caller asked for a model by name, not for a builder.
+    """
     allowed = set(allowed)
     bad = sorted(set(overrides) - allowed)
     if bad:
-        raise ValueError(
-            f"unknown option(s) {', '.join(bad)} for {what}; allowed: {', '.join(sorted(allowed))}"
-        )
+        raise ValueError(f"unknown option(s) {', '.join(bad)} (allowed: {', '.join(sorted(allowed))})")
 
 
 def build(ctor: Callable, overrides: dict[str, Any], *, extra: Iterable[Callable] = (),
@@ -35,7 +36,7 @@ def build(ctor: Callable, overrides: dict[str, Any], *, extra: Iterable[Callable
     ``exclude`` names keywords that ``ctor`` computes itself and so may not be overridden.
     """
     allowed = allowed_options(ctor, *extra) - set(exclude)
-    check_options(overrides, allowed, getattr(ctor, "__name__", str(ctor)))
+    check_options(overrides, allowed)
     return ctor(**{**defaults, **overrides})
 
 
