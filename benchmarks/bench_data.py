@@ -22,6 +22,21 @@ import torch
 DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg75.zip"
 
 
+def load_or_exit(prog: str, spec: str, **kwargs):
+    """``load_data(spec, **kwargs)``, or one line on stderr and exit status 2 when the data is not
+    there (in a fresh clone the default CIFAR zip is absent: pass ``--data``)."""
+    from cnnzoo.data import load_data
+
+    path = spec.split(":", 1)[1] if spec.startswith("imagefolder:") else None
+    try:
+        if path is not None and not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found; pass --data (e.g. --data digits)")
+        return load_data(spec, **kwargs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"{prog}: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -85,12 +100,16 @@ def train_step_throughput(model_name: str, bundle, batch_size: int = 128, n_batc
 def main(argv=None) -> int:
     from cnnzoo.data import load_data
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=f"imagefolder:{DEFAULT_ZIP}")
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batches", type=int, default=200)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=f"imagefolder:{DEFAULT_ZIP}",
+                   help="dataset spec: digits, cifar10, cifar100 or imagefolder:PATH")
+    p.add_argument("--cache-dir", default=None,
+                   help="uint8 tensor cache; None: $CNNZOO_CACHE or ~/.cache/cnnzoo")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    p.add_argument("--batches", type=int, default=200, help="timed batches per figure")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where batches are augmented and the model runs")
     p.add_argument("--model", default="resnet20", help="model for the training-step comparison ('' to skip)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--stream-subset", type=int, default=5000,
@@ -98,13 +117,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.data.startswith("imagefolder:") and not os.path.exists(args.data.split(":", 1)[1]):
-        print(f"bench_data: {args.data.split(':', 1)[1]} not found; pass --data", file=sys.stderr)
-        return 2
+    t = time.perf_counter()
+    bundle = load_or_exit("bench_data", args.data, cache_dir=args.cache_dir)
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} CPU threads, "
           f"batch {args.batch_size}")
-    t = time.perf_counter()
-    bundle = load_data(args.data, cache_dir=args.cache_dir)
     print(f"load_data: {bundle.describe()}  [{time.perf_counter() - t:.2f} s]")
     t = time.perf_counter()
     load_data(args.data, cache_dir=args.cache_dir)
