@@ -258,3 +258,17 @@ def test_eval_names_the_png_after_the_checkpoint(tiny_run, capsys):
     assert set(rows) == {name for name, acc in best["per_class"].items() if acc is not None}
     for name, percent in rows.items():  # in %, to two decimals
         assert percent == pytest.approx(100 * best["per_class"][name], abs=0.005 + 1e-9)
+
+
+def test_resume_with_more_iters_extends_a_finished_run(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from cnnzoo.train import load_checkpoint
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0], out)
+    assert load_checkpoint(out / "last.pt")["step"] == 12
+    assert main(["train", "--resume", str(out), "--iters", "14"]) == 0, capsys.readouterr().err
+    assert load_checkpoint(out / "last.pt")["step"] == 14
+    assert main(["train", "--resume", str(out), "--iters", "14", "--lr", "1"]) == 2
+    assert "drop --lr" in capsys.readouterr().err

@@ -164,7 +164,8 @@ def add_parser(sub) -> None:
     g.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="also checkpoint every N steps; 0: at epoch ends only")
     g.add_argument("--resume", metavar="DIR",
-                   help="continue the run in DIR exactly where it stopped (default: a new run)")
+                   help="continue the run in DIR exactly where it stopped; with --epochs or --iters, "
+                        "continue it to that longer length (default: a new run)")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -198,14 +199,15 @@ def run_train(args: argparse.Namespace) -> int:
     flags = config_flags(args)
     opts = parse_opts(args.opt)
     if args.resume:
-        given = sorted(f"--{a.replace('_', '-')}" for a, k in _FLAGS.items() if flags[k] is not None)
+        length = {"epochs": flags.pop("epochs"), "iters": flags.pop("iters")}  # a longer run
+        given = sorted(f"--{a.replace('_', '-')}" for a, k in _FLAGS.items() if flags.get(k) is not None)
         if given or args.config:
             drop = ", ".join(given) or "--config"
             raise ValueError(f"--resume continues with the run's saved config; drop {drop}")
         if args.model:
             path = Path(args.resume) / "last.pt"
             check_compatible(load_checkpoint(path)["config"], args.model, opts, str(path))
-        train(resume=args.resume)
+        train(resume=args.resume, **length)
         return 0
     file_cfg = load_yaml(args.config) if args.config else {}
     if args.model:
