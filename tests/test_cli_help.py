@@ -161,8 +161,6 @@ def test_the_torch_check_does_detect_torch():
     assert _imports_torch("summary", "resnet20", "--format", "csv")
 
 
-@pytest.mark.xfail(strict=True, reason="cnnzoo/train/__init__.py imports the engine, hence torch, "
-                                       "when the help reads cnnzoo.train.config")
 def test_train_help_does_not_import_torch():
     assert not _imports_torch("train", "--help")
 
@@ -208,7 +206,8 @@ def test_unknown_model_names_the_right_command(capsys):
 
 @pytest.mark.parametrize("opts, message", [
     (dict(foo=1), "unknown option(s) foo (allowed: "),
-    (dict(widths=5), "bad option for resnet20 (widths=5): "),
+    (dict(widths=5), "widths must be a sequence of positive ints, e.g. (16, 32, 64); got 5"),
+    (dict(drop_rate="abc"), "drop_rate must be in [0, 1), got 'abc'"),
 ])
 def test_bad_options_name_the_model_not_a_builder(opts, message):
     with pytest.raises(ValueError) as e:

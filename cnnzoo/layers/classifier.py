@@ -33,8 +33,9 @@ class ClassifierHead(nn.Module):
             raise ValueError(f"head={head!r} is not allowed; choose one of {list(HEAD_TYPES)}")
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
-        if not 0 <= drop_rate < 1:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        from ..models._builder import check_rate  # here: cnnzoo.models imports cnnzoo.layers
+
+        check_rate("drop_rate", drop_rate)
         self.head_type = head
         act = get_act_layer(act_layer)
         if head == "gap":

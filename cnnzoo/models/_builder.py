@@ -52,6 +52,8 @@ def check_positive_int(name: str, value: Any) -> None:
 
 def check_positive_ints(name: str, values: Iterable[Any]) -> tuple[int, ...]:
     """A non-empty sequence of positive ints, as a tuple."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name} must be a sequence of positive ints, e.g. (16, 32, 64); got {values!r}")
     values = tuple(values)
     if not values or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
         raise ValueError(f"{name} must be positive ints, got {values!r}")

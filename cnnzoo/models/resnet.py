@@ -279,10 +279,9 @@ class ResNet(ZooModel):
         check_choice("shortcut", shortcut, SHORTCUTS)
         check_choice("stem", stem, ("imagenet", "cifar"))
         check_choice("stride_on", stride_on, ("3x3", "1x1"))
-        if len(layers) != len(widths) or not layers:
-            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must be equally long")
-        check_positive_ints("layers", layers)
-        check_positive_ints("widths", widths)
+        layers, widths = check_positive_ints("layers", layers), check_positive_ints("widths", widths)
+        if len(layers) != len(widths):
+            raise ValueError(f"layers {layers} and widths {widths} must be equally long")
         for name, v in (("stem_width", stem_width), ("in_chans", in_chans), ("inner_mult", inner_mult),
                         ("groups", groups), ("se_ratio", se_ratio), ("residual_scale", residual_scale),
                         ("shortcut_scale", shortcut_scale)):
@@ -395,7 +394,8 @@ def _cifar(kw, **defaults):
 
 
 def _wrn(kw, **defaults):
-    return build(build_wrn, kw, extra=[ResNet], exclude=_FIXED + ("widths", "block"), **defaults)
+    return build(build_wrn, kw, extra=[ResNet], exclude=_FIXED + ("widths", "block", "stem_width"),
+                 **defaults)
 
 
 _HE = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016"
