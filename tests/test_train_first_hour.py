@@ -168,3 +168,41 @@ def test_threads_flag_sets_torch_threads(cache_dir, tmp_path):
         assert res["hardware"]["threads"] == 2
     finally:
         torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------
+# The default recipe learns at any length.
+
+
+def test_default_recipe_learns_in_three_epochs_on_digits(tmp_path):
+    # `cnnzoo train resnet20 --data digits --epochs 3`: 15.6% test top-1 (chance) before the
+    # recipe kept 64 steps per epoch on small data and recomputed BN statistics (precise BN).
+    res = train(resolve_config({"model": "resnet20", "data": "digits", "epochs": 3,
+                                "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "run")}))
+    assert res["config"]["batch_size"] == 16 and res["test_top1"] > 0.85, res["test_top1"]
+    assert all(r["val_loss"] < 3 for r in load_checkpoint(tmp_path / "run" / "last.pt")["history"])
+
+
+def test_small_data_gets_a_smaller_batch_unless_one_is_given(cache_dir, tmp_path, capsys):
+    flags = dict(model="cifar_resnet", model_opts=dict(TINY), data="digits", image_size=16, subset=512,
+                 val_size=64, cache_dir=cache_dir, iters=1, device="cpu")
+    res = train(resolve_config({**flags, "out": str(tmp_path / "a")}))
+    # 448 training images: 128 -> 64 -> 32 -> 16 -> 8 (56 steps, the floor), lr 0.2 * sqrt(8/128)
+    assert res["config"]["batch_size"] == 8 and res["config"]["lr"] == pytest.approx(0.05)
+    assert "batch 8 and lr 0.05 instead of 128 and 0.2: 448 training images" in capsys.readouterr().out
+    res = train(resolve_config({**flags, "out": str(tmp_path / "b"), "batch_size": 128}))
+    assert res["config"]["batch_size"] == 128 and res["config"]["lr"] == 0.2
+    assert "instead of" not in capsys.readouterr().out
+
+
+def test_recompute_bn_stats_is_the_plain_average_over_batches():
+    bn = torch.nn.BatchNorm2d(3, momentum=0.1)
+    model = torch.nn.Sequential(bn, torch.nn.Dropout(0.5)).eval()
+    xs = [torch.randn(4, 3, 5, 5) * (i + 1) + i for i in range(3)]
+    assert E.recompute_bn_stats(model, iter(xs)) == 3
+    means = torch.stack([x.mean((0, 2, 3)) for x in xs])
+    varis = torch.stack([x.transpose(0, 1).reshape(3, -1).var(1) for x in xs])
+    torch.testing.assert_close(bn.running_mean, means.mean(0))
+    torch.testing.assert_close(bn.running_var, varis.mean(0))
+    assert bn.momentum == 0.1 and not model.training and int(bn.num_batches_tracked) == 3
+    assert E.recompute_bn_stats(torch.nn.Linear(2, 2), iter(xs)) == 0  # no BN: nothing to do
