@@ -75,7 +75,7 @@ def test_history_without_validation_has_no_validation_line_or_best_marker(tmp_pa
     fig = plot_curves(history(1, val=False), tmp_path / "c.png", steps=steps(10))
     assert (tmp_path / "c.png").read_bytes()[:4] == PNG
     for ax in fig.axes[:2]:
-        assert labels(ax) == ["train (running)"]
+        assert labels(ax) == ["train (per batch)"]
 
 
 def test_the_note_is_drawn_when_given(tmp_path):

@@ -150,7 +150,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "",
 
     ``history`` holds the epoch rows (:data:`EPOCH_FIELDS`; ``val_*`` may be ``None``).
     ``steps`` optionally holds ``{"step", "loss", "top1", "lr"}`` dicts logged every few
-    optimizer steps (running training values). A run of one or two epochs with ``steps`` is
+    optimizer steps (the loss and top-1 of that step's training batch). A run of one or two epochs with ``steps`` is
     drawn per optimizer step, so it is a curve and not one or two dots; longer runs are drawn
     per epoch (the learning rate still follows ``steps`` when given, placed at fractional
     epochs). The epoch with the best validation top-1 is marked; ``note`` (e.g. why training
@@ -179,9 +179,9 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "",
     blue, orange = "tab:blue", "tab:orange"
     if per_step:
         xs = [s["step"] for s in steps]
-        a_loss.plot(xs, [s["loss"] for s in steps], "-", color=blue, lw=1.2, label="train (running)")
-        a_acc.plot(xs, [100 * s["top1"] for s in steps], "-", color=blue, lw=1.2, label="train (running)")
-        for r in history[:-1]:  # where the running values restart
+        a_loss.plot(xs, [s["loss"] for s in steps], "-", color=blue, lw=1.2, label="train (per batch)")
+        a_acc.plot(xs, [100 * s["top1"] for s in steps], "-", color=blue, lw=1.2, label="train (per batch)")
+        for r in history[:-1]:  # epoch boundaries
             for a in (a_loss, a_acc, a_lr):
                 a.axvline(r["step"], color="lightgrey", ls="--", lw=1, zorder=0)
     else:
