@@ -150,11 +150,11 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "",
 
     ``history`` holds the epoch rows (:data:`EPOCH_FIELDS`; ``val_*`` may be ``None``).
     ``steps`` optionally holds ``{"step", "loss", "top1", "lr"}`` dicts logged every few
-    optimizer steps (the loss and top-1 of that step's training batch). A run of one or two epochs with ``steps`` is
-    drawn per optimizer step, so it is a curve and not one or two dots; longer runs are drawn
-    per epoch (the learning rate still follows ``steps`` when given, placed at fractional
-    epochs). The epoch with the best validation top-1 is marked; ``note`` (e.g. why training
-    loss stays above validation loss) is printed under the panels.
+    optimizer steps (the loss and top-1 of that step's training batch). A run of one or two
+    epochs with ``steps`` is drawn per optimizer step, so it is a curve and not one or two
+    dots; longer runs are drawn per epoch (the learning rate still follows ``steps`` when
+    given, placed at fractional epochs). The epoch with the best validation top-1 is marked;
+    ``note`` (e.g. why training loss stays above validation loss) is printed under the panels.
     """
     import matplotlib
 
