@@ -384,6 +384,7 @@ class Trainer:
         self.batch = 0
         self.history: list[dict[str, Any]] = []
         self.best_val: float | None = None
+        self.best_val_loss: float | None = None  # breaks ties of best_val
         self.acc = [0.0, 0.0, 0.0]  # this epoch so far: loss sum, correct, seen
         self.epoch_train_seconds = 0.0
         self.epoch_untimed = 0  # images of this epoch not in its throughput (torch.compile's first step)
@@ -448,7 +449,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
             "batch": self.batch, "rng": get_rng_state(), "history": self.history,
-            "best_val": self.best_val, "acc": list(self.acc),
+            "best_val": self.best_val, "best_val_loss": self.best_val_loss, "acc": list(self.acc),
             "epoch_train_seconds": self.epoch_train_seconds, "seconds": self.seconds,
             "epoch_untimed": self.epoch_untimed, "step_log": self.step_log,
         }
@@ -466,6 +467,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch, self.batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
         self.history, self.best_val = list(ckpt["history"]), ckpt["best_val"]
+        self.best_val_loss = ckpt.get("best_val_loss")
         self.acc = list(ckpt["acc"])
         self.epoch_train_seconds, self.seconds = ckpt["epoch_train_seconds"], ckpt["seconds"]
         self.epoch_untimed = ckpt.get("epoch_untimed", 0)
@@ -671,9 +673,12 @@ class Trainer:
                "images_per_s": self._images_per_s(self.epoch_train_seconds), "seconds": self.seconds}
         self.history.append(row)
         rep.epoch_row(row)
-        improved = val is not None and (self.best_val is None or val.top1 > self.best_val)
+        # Best: highest validation top-1; on a tie (frequent on small validation sets, where top-1
+        # moves in coarse steps), the lower validation loss.
+        improved = val is not None and (self.best_val is None or val.top1 > self.best_val or (
+            val.top1 == self.best_val and self.best_val_loss is not None and val.loss < self.best_val_loss))
         if improved:
-            self.best_val = val.top1
+            self.best_val, self.best_val_loss = val.top1, val.loss
         self.epoch, self.batch = self.epoch + 1, 0
         self.acc, self.epoch_train_seconds, self.epoch_untimed = [0.0, 0.0, 0.0], 0.0, 0
         if improved or (self.bundle.sizes.get("val", 0) == 0 and self.step >= self.total):
