@@ -206,3 +206,18 @@ def test_recompute_bn_stats_is_the_plain_average_over_batches():
     torch.testing.assert_close(bn.running_var, varis.mean(0))
     assert bn.momentum == 0.1 and not model.training and int(bn.num_batches_tracked) == 3
     assert E.recompute_bn_stats(torch.nn.Linear(2, 2), iter(xs)) == 0  # no BN: nothing to do
+
+
+def test_best_epoch_breaks_a_top1_tie_by_validation_loss(monkeypatch, cache_dir, tmp_path):
+    from cnnzoo.train.evaluate import EvalResult
+
+    scores = iter([(0.5, 1.0), (0.8, 0.9), (0.8, 0.5), (0.8, 0.7)])  # (top-1, loss) per epoch
+
+    def fake_val(self, split):
+        top1, loss = next(scores)
+        return EvalResult(loss=loss, top1=top1, top5=1.0, per_class=[top1] * 10,
+                          confusion=torch.zeros(10, 10, dtype=torch.int64), n=100)
+
+    monkeypatch.setattr(E.Trainer, "_evaluate", fake_val)
+    res = train(tiny(tmp_path / "tie", cache_dir, epochs=4))
+    assert res["best_epoch"] == 3 and res["val_top1"] == 0.8
