@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "cnnzoo.commands.analysis",
     "cnnzoo.commands.train",
     "cnnzoo.commands.predict",
+    "cnnzoo.commands.bench",
 )
 
 
