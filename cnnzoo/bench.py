@@ -213,6 +213,20 @@ class BenchResult:
 # Measuring.
 
 
+def time_interleaved(steps: list[Callable[[], None]], iters: int, warmup: int) -> list[list[float]]:
+    """Seconds per call of each of ``steps``, called in turn (A, B, ..., A, B, ...): ``warmup``
+    untimed rounds, then ``iters`` timed ones, so that a change in the machine's load during the
+    run falls on every step alike."""
+    times: list[list[float]] = [[] for _ in steps]
+    for i in range(warmup + iters):
+        for step, out in zip(steps, times, strict=True):
+            t0 = time.perf_counter()
+            step()
+            if i >= warmup:
+                out.append(time.perf_counter() - t0)
+    return times
+
+
 def _check_int(name: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -362,12 +376,8 @@ def bench(model: str, *, against: str = "auto", mode: str = "infer", batch_size:
                            * p["size"] ** 2))
 
         with torch.inference_mode(not train):
-            for i in range(warmup + iters):
-                for step, t in zip(steps, timed, strict=True):
-                    t0 = time.perf_counter()
-                    step()
-                    if i >= warmup:
-                        t.times_s.append(time.perf_counter() - t0)
+            for t, times in zip(timed, time_interleaved(steps, iters, warmup), strict=True):
+                t.times_s = times
         used = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)
