@@ -10,21 +10,38 @@ import torch.nn as nn
 from .create_act import get_act_layer
 
 
-class SqueezeExcite(nn.Module):
-    """Global-average squeeze, bottleneck of ``channels * rd_ratio`` (at least 1), sigmoid gate.
+def se_width(channels: int, rd_ratio: float, rd_divisor: int = 1) -> int:
+    """Bottleneck width of a Squeeze-Excite gate on ``channels`` (see :class:`SqueezeExcite`)."""
+    if rd_divisor == 1:
+        return max(1, round(channels * rd_ratio))
+    # timm's make_divisible (round_limit 0): nearest multiple, halves rounded up
+    return max(rd_divisor, int(channels * rd_ratio + rd_divisor / 2) // rd_divisor * rd_divisor)
 
-    The two FCs are 1x1 convs with bias (``fc1``, ``fc2``), as in the SENet release and timm.
+
+class SqueezeExcite(nn.Module):
+    """Global-average squeeze, bottleneck of ``channels * rd_ratio`` channels, sigmoid gate.
+
+    The two FCs are 1x1 convs (``fc1``, ``fc2``), with bias as in the SENet release and timm
+    (``bias=False``: without, as e.g. moskomule/senet.pytorch). The bottleneck width is
+    ``channels * rd_ratio`` rounded to the nearest integer (at least 1); with ``rd_divisor > 1``
+    it is rounded to the nearest multiple of ``rd_divisor`` instead (at least ``rd_divisor``),
+    as timm's ``make_divisible`` does for its ``seresnet*`` (8: 64 channels get 8, not 4).
     """
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16,
-                 act_layer: Callable[[], nn.Module] | str = "relu"):
+                 act_layer: Callable[[], nn.Module] | str = "relu", rd_divisor: int = 1, bias: bool = True):
         super().__init__()
         if not 0 < rd_ratio <= 1:
             raise ValueError(f"se_ratio must be in (0, 1], got {rd_ratio!r}")
-        rd = max(1, round(channels * rd_ratio))
-        self.fc1 = nn.Conv2d(channels, rd, 1, bias=True)
+        if not isinstance(rd_divisor, int) or isinstance(rd_divisor, bool) or rd_divisor < 1:
+            raise ValueError(f"se_divisor must be a positive int, got {rd_divisor!r}")
+        if not isinstance(bias, bool):
+            raise ValueError(f"se_bias must be True or False, got {bias!r}")
+        self.rd_ratio, self.rd_divisor = rd_ratio, rd_divisor
+        rd = se_width(channels, rd_ratio, rd_divisor)
+        self.fc1 = nn.Conv2d(channels, rd, 1, bias=bias)
         self.act = get_act_layer(act_layer)()
-        self.fc2 = nn.Conv2d(rd, channels, 1, bias=True)
+        self.fc2 = nn.Conv2d(rd, channels, 1, bias=bias)
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -117,10 +117,17 @@ ORDERINGS: dict[str, Ordering] = {o.name: o for o in (
              final=("act",)),
     # Fig. 4(e): full pre-activation; the final BN-ReLU before pooling.
     Ordering("preact", pre=("norm", "act"), tail=(), post_add=(), stem=(), final=("norm", "act")),
+    # Not in the paper: the original unit whose branch also ends in a ReLU (before SE and the
+    # addition), as the SE-ResNet-18/34 basic block of Cadene's SENet port (timm legacy_seresnet18/34).
+    Ordering("relu_before_and_after_add", pre=(), tail=("norm", "act"), post_add=("act",),
+             stem=("norm", "act"), final=()),
 )}
 
 SHORTCUTS = ("A", "B", "C", "none")
 BLOCKS = ("basic", "bottleneck")
+SHORTCUT_PADS = ("end", "both")  # where option A puts its zero channels
+PROJECTION_INPUTS = ("pre", "raw")  # what a projection shortcut sees in a pre-activation unit
+STEM_POOLS = ("pad", "ceil")  # the ImageNet stem's 3x3/2 max-pool: padding 1, or Caffe's ceil mode
 
 
 def _ops(tokens: Sequence[str], channels: int, norm_layer, act_layer, prefix: str = "") -> nn.Module:
@@ -146,18 +153,25 @@ class NoShortcut(nn.Module):
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option A: strided identity, extra channels zero-padded; no parameters."""
+    """Option A: strided identity, extra channels zero-padded; no parameters.
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int):
+    ``placement="end"`` appends the zero channels after the input's; ``"both"`` puts half before
+    and half after (the extra one after), as akamaster/pytorch_resnet_cifar10.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, placement: str = "end"):
         super().__init__()
         if out_chs < in_chs:
             raise ValueError(f"shortcut 'A' cannot reduce channels ({in_chs} -> {out_chs}); use 'B'")
-        self.stride, self.pad = stride, out_chs - in_chs
+        check_choice("shortcut_pad", placement, SHORTCUT_PADS)
+        self.stride = stride
+        pad = out_chs - in_chs
+        self.pad = (pad // 2, pad - pad // 2) if placement == "both" else (0, pad)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.pad)) if self.pad else x
+        return F.pad(x, (0, 0, 0, 0, *self.pad)) if any(self.pad) else x
 
 
 class ProjectionShortcut(nn.Module):
@@ -174,17 +188,19 @@ class ProjectionShortcut(nn.Module):
 
 
 def make_shortcut(kind: str, in_chs: int, out_chs: int, stride: int, ordering: Ordering,
-                  norm_layer) -> nn.Module:
+                  norm_layer, pad: str = "end", projection_input: str = "pre") -> nn.Module:
+    """``pad``: option A's channel placement; ``projection_input``: ``"pre"`` (the unit's
+    pre-activated input, Identity Mappings) or ``"raw"`` (its input, e.g. bearpaw's preresnet)."""
     same = in_chs == out_chs and stride == 1
     if kind == "none":
         return NoShortcut()
     if kind == "C" or (kind == "B" and not same):
         return ProjectionShortcut(in_chs, out_chs, stride,
                                   norm_layer if ordering.projection_has_norm else None,
-                                  use_pre=bool(ordering.pre))
+                                  use_pre=bool(ordering.pre) and projection_input == "pre")
     if same:
         return IdentityShortcut()
-    return ZeroPadShortcut(in_chs, out_chs, stride)
+    return ZeroPadShortcut(in_chs, out_chs, stride, pad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +213,8 @@ class ResidualUnit(nn.Module):
     def __init__(self, in_chs: int, body: Sequence[ConvSpec], ordering: Ordering, shortcut: str,
                  norm_layer: Callable[[int], nn.Module], act_layer: Callable[[], nn.Module],
                  attn_layer: Callable[[int], nn.Module], block_dropout: float = 0.0,
-                 drop_path: float = 0.0, residual_scale: float = 1.0, shortcut_scale: float = 1.0):
+                 drop_path: float = 0.0, residual_scale: float = 1.0, shortcut_scale: float = 1.0,
+                 shortcut_pad: str = "end", projection_input: str = "pre"):
         super().__init__()
         out_chs = body[-1].width
         stride = max(c.stride for c in body)
@@ -218,7 +235,8 @@ class ResidualUnit(nn.Module):
         self.attn = attn_layer(out_chs)
         self.drop_path = drop_path_or_identity(drop_path)
         self.residual_scale = scale_or_identity(residual_scale)
-        self.shortcut = make_shortcut(shortcut, in_chs, out_chs, stride, ordering, norm_layer)
+        self.shortcut = make_shortcut(shortcut, in_chs, out_chs, stride, ordering, norm_layer,
+                                      shortcut_pad, projection_input)
         self.shortcut_scale = scale_or_identity(shortcut_scale)
         self.post_add = _ops(ordering.post_add, out_chs, norm_layer, act_layer)
 
@@ -254,13 +272,21 @@ class ResNet(ZooModel):
             ``"preact"``.
         shortcut: ``"A"``, ``"B"``, ``"C"`` or ``"none"`` (plain twin).
         stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool) or ``"cifar"`` (3x3 conv).
+        stem_pool: the ImageNet stem's max-pool: ``"pad"`` (padding 1, torchvision) or ``"ceil"``
+            (no padding, rounding up: Caffe's, in which SENet was released; timm legacy_seresnet*).
         stride_on: ``"3x3"`` (torchvision) or ``"1x1"`` (paper) for bottleneck downsampling.
         inner_mult: bottleneck inner-width multiplier (2 for ``wide_resnet50_2``).
         groups: groups of the bottleneck's 3x3 conv.
         residual_scale, shortcut_scale: constant multipliers of the two paths.
         block_dropout: dropout between the branch's convs (Wide ResNet).
         drop_path_rate: stochastic depth, linearly increasing over the units to this value.
+        shortcut_pad: where option A puts its zero channels: ``"end"`` or ``"both"`` (half
+            before, half after: akamaster/pytorch_resnet_cifar10).
+        projection_input: what a projection shortcut of a pre-activation unit sees: ``"pre"``
+            (the pre-activated input, Identity Mappings) or ``"raw"`` (bearpaw/pytorch-classification).
         attn, se_ratio: ``"se"`` for a Squeeze-Excite gate on each residual branch.
+        se_divisor, se_bias: the gate's width rounded to a multiple of ``se_divisor`` (8: timm's
+            ``seresnet*``), and whether its two FCs have biases (see :class:`~cnnzoo.layers.SqueezeExcite`).
         zero_init_last: start every unit's residual branch at zero.
         head, fc_hidden, fc_pool, drop_rate: see :class:`~cnnzoo.layers.ClassifierHead`.
     """
@@ -272,13 +298,18 @@ class ResNet(ZooModel):
                  attn: str | None = None, se_ratio: float = 1 / 16, norm_layer="bn", act_layer="relu",
                  head: str = "gap", fc_hidden: int = 4096, fc_pool: int = 7,
                  residual_scale: float = 1.0, shortcut_scale: float = 1.0, block_dropout: float = 0.0,
-                 drop_path_rate: float = 0.0, zero_init_last: bool = False):
+                 drop_path_rate: float = 0.0, zero_init_last: bool = False, stem_pool: str = "pad",
+                 shortcut_pad: str = "end", projection_input: str = "pre", se_divisor: int = 1,
+                 se_bias: bool = True):
         super().__init__()
         check_choice("unit", unit, ORDERINGS)
         check_choice("block", block, BLOCKS)
         check_choice("shortcut", shortcut, SHORTCUTS)
         check_choice("stem", stem, ("imagenet", "cifar"))
         check_choice("stride_on", stride_on, ("3x3", "1x1"))
+        check_choice("stem_pool", stem_pool, STEM_POOLS)
+        check_choice("shortcut_pad", shortcut_pad, SHORTCUT_PADS)
+        check_choice("projection_input", projection_input, PROJECTION_INPUTS)
         layers, widths = check_positive_ints("layers", layers), check_positive_ints("widths", widths)
         if len(layers) != len(widths):
             raise ValueError(f"layers {layers} and widths {widths} must be equally long")
@@ -292,7 +323,7 @@ class ResNet(ZooModel):
         ordering = ORDERINGS[unit]
         norm = get_norm_layer(norm_layer)
         act = get_act_layer(act_layer)
-        attn_layer = get_attn_layer(attn, rd_ratio=se_ratio)
+        attn_layer = get_attn_layer(attn, rd_ratio=se_ratio, rd_divisor=se_divisor, bias=se_bias)
         self.num_classes = num_classes
         self.unit_type, self.block_type, self.shortcut_type = unit, block, shortcut
 
@@ -304,7 +335,8 @@ class ResNet(ZooModel):
         for t in ordering.stem:
             stem_mods[t] = norm(stem_width) if t == "norm" else act()
         if stem == "imagenet":
-            stem_mods["pool"] = nn.MaxPool2d(3, stride=2, padding=1)
+            stem_mods["pool"] = (nn.MaxPool2d(3, stride=2, padding=1) if stem_pool == "pad"
+                                 else nn.MaxPool2d(3, stride=2, ceil_mode=True))
         self.stem = nn.Sequential(stem_mods)
 
         # The stage builder owns the schedules: strides, channel bookkeeping, drop-path rates.
@@ -318,7 +350,8 @@ class ResNet(ZooModel):
                 body = (basic_body(w, stride) if block == "basic"
                         else bottleneck_body(w, stride, inner_mult, groups, stride_on))
                 units.append(ResidualUnit(c, body, ordering, shortcut, norm, act, attn_layer,
-                                          block_dropout, dpr[k], residual_scale, shortcut_scale))
+                                          block_dropout, dpr[k], residual_scale, shortcut_scale,
+                                          shortcut_pad, projection_input))
                 c, k = body[-1].width, k + 1
             stages.append(nn.Sequential(*units))
         self.stages = nn.Sequential(*stages)
@@ -504,8 +537,10 @@ def preact_resnet110(**kw):
 def preact_resnet164(**kw):
     """Pre-activation ResNet-164: bottleneck units, projection shortcuts (Identity Mappings Table 3).
 
+    The stride is on the first 1x1 conv of a downsampling unit, as in the authors' code
+    (KaimingHe/resnet-1k-layers); ``stride_on="3x3"`` moves it to the 3x3 conv.
     1,703,258 parameters (1,679,034 conv/linear weights; the paper's 1.7M)."""
-    return _cifar(kw, depth=164, block="bottleneck", unit="preact", shortcut="B")
+    return _cifar(kw, depth=164, block="bottleneck", unit="preact", shortcut="B", stride_on="1x1")
 
 
 @register_model(family="resnet", paper=_PRE, params=10_200_000, params_tol=50_000,
@@ -513,8 +548,9 @@ def preact_resnet164(**kw):
 def preact_resnet1001(**kw):
     """Pre-activation ResNet-1001: bottleneck units, projection shortcuts (Identity Mappings Table 3).
 
+    The stride is on the first 1x1 conv, as in the authors' code (see ``preact_resnet164``).
     10,327,706 parameters, of which 10,178,490 conv/linear weights: the paper's 10.2M."""
-    return _cifar(kw, depth=1001, block="bottleneck", unit="preact", shortcut="B")
+    return _cifar(kw, depth=1001, block="bottleneck", unit="preact", shortcut="B", stride_on="1x1")
 
 
 _WRN_COUNTS = {(16, 4): 2_748_890, (16, 8): 10_961_370, (28, 10): 36_479_194, (40, 4): 8_949_210}
