@@ -38,6 +38,9 @@ Options that change the paper network:
 * ``layout``: ``"paper"`` or ``"torchvision"`` (see :data:`LAYOUTS` and ``googlenet_tv``).
 * ``transform_input``: torchvision's re-normalization of ImageNet-normalized input to the
   [-1, 1] range its ported weights expect.
+* ``stage_pool``: the max-pools between stages round up without padding (``"ceil"``, Caffe's,
+  the default) or pad by 1 and round down (``"pad"``, PyTorch's usual 3x3/2 pool, as
+  kuangliu/pytorch-cifar's GoogLeNet). Same output sizes on even maps, other windows.
 
 Not reproduced: the local response normalization after the first max-pool and after the 3x3
 stem conv (LRN was dropped by every later Inception and makes no difference with BN; the
@@ -122,6 +125,7 @@ LAYOUTS = {lay.name: lay for lay in (
     Layout("torchvision", kernel_5x5=3, stage_pools=(3, 2), norm_eps=1e-3, aux_pool="adaptive"),
 )}
 STEMS = ("imagenet", "cifar")
+STAGE_POOLS = ("ceil", "pad")
 FACTORIZE_WIDTHS = ("out", "in")
 
 GoogLeNetOutputs = namedtuple("GoogLeNetOutputs", ["logits", "aux1", "aux2"])
@@ -257,6 +261,8 @@ class GoogLeNet(ZooModel):
             no norm and convs with bias, as the paper).
         aux_logits, aux_drop_rate: auxiliary heads after 4a and 4d (:data:`AUX_AFTER`).
         transform_input: torchvision's input re-normalization (3 input channels only).
+        stage_pool: ``"ceil"`` (no padding, rounding up) or ``"pad"`` (padding ``(k - 1) // 2``,
+            rounding down) for the max-pools between stages.
         attn, se_ratio: ``"se"`` for a Squeeze-Excite gate on each module's concatenated output.
         head, fc_hidden, fc_pool, drop_rate: see :class:`~cnnzoo.layers.ClassifierHead`
             (``drop_rate`` 0.4 before the linear layer, as the paper).
@@ -267,11 +273,13 @@ class GoogLeNet(ZooModel):
                  aux_logits: bool = False, aux_drop_rate: float = 0.7, transform_input: bool = False,
                  num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.4,
                  attn: str | None = None, se_ratio: float = 1 / 16, norm=_UNSET, norm_layer=_UNSET,
-                 act_layer="relu", head: str = "gap", fc_hidden: int = 4096, fc_pool: int = 7):
+                 act_layer="relu", head: str = "gap", fc_hidden: int = 4096, fc_pool: int = 7,
+                 stage_pool: str = "ceil"):
         super().__init__()
         check_choice("layout", layout, LAYOUTS)
         check_choice("stem", stem, STEMS)
         check_choice("factorize_width", factorize_width, FACTORIZE_WIDTHS)
+        check_choice("stage_pool", stage_pool, STAGE_POOLS)
         for name, v in (("factorize_5x5", factorize_5x5), ("aux_logits", aux_logits),
                         ("transform_input", transform_input)):
             if not isinstance(v, bool):
@@ -331,7 +339,9 @@ class GoogLeNet(ZooModel):
         for row in rows:
             if row.stage != stage:
                 # 28 -> 14 before stage 4, 14 -> 7 before stage 5 (224x224 input)
-                blocks[f"pool{stage}"] = nn.MaxPool2d(next(pools), stride=2, ceil_mode=True)
+                k = next(pools)
+                blocks[f"pool{stage}"] = (nn.MaxPool2d(k, stride=2, ceil_mode=True) if stage_pool == "ceil"
+                                          else nn.MaxPool2d(k, stride=2, padding=(k - 1) // 2))
                 stage = row.stage
             b5 = branch5x5_convs(row, lay.kernel_5x5, factorize_5x5, factorize_width)
             blocks[f"inception{row.name}"] = Inception(c, row, conv, attn_layer, b5)
