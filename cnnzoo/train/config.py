@@ -9,6 +9,9 @@ is plain types only (str, int, float, bool, None, lists, dicts), so it is saved 
 from __future__ import annotations
 
 import math
+import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -145,6 +148,91 @@ def check_keys(d: dict[str, Any], where: str) -> None:
         raise ValueError(f"unknown key(s) {', '.join(bad)} in {where}; allowed: {', '.join(_field_names())}")
 
 
+# --------------------------------------------------------------------------------------------
+# Types: every value is checked against its TrainConfig field's annotation, so a string where a
+# number belongs is named as such (not a TypeError deep in the run).
+
+_NOUNS = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+          float: ("a number", "numbers"), str: ("a string", "strings"), type(None): ("none", "nones")}
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _members(hint) -> tuple:
+    """A union's members (``int | None`` -> (int, NoneType)); any other type alone."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _fits(value: Any, hint) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if hint is float:  # an int is a number too (YAML reads 1 as an int)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    """What a value of ``hint`` is, in words: ``int | float | None`` -> 'a number or none'."""
+    words = []
+    members = _members(hint)
+    for m in members:
+        if m is int and float in members:
+            continue  # a number covers it
+        origin = typing.get_origin(m)
+        if origin in (list, tuple):
+            item = (typing.get_args(m) or (Any,))[0]
+            words.append(f"a list of {_NOUNS[item][1]}" if item in _NOUNS else "a list")
+        elif origin is dict or m is dict:
+            words.append("a mapping")
+        else:
+            words.append(_NOUNS.get(m, (m.__name__,))[0])
+    return " or ".join(words)
+
+
+def check_types(d: dict[str, Any], where: str | None = None) -> None:
+    """Raise ``ValueError`` naming the key (and ``where``) of the first value of the wrong type."""
+    hints = _field_types()
+    for key, value in d.items():
+        if key in hints and not any(_fits(value, m) for m in _members(hints[key])):
+            prefix = f"{where}: " if where else ""
+            raise ValueError(f"{prefix}{key} must be {_describe(hints[key])}, got {value!r}")
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _yaml_numbers(d: dict[str, Any]) -> dict[str, Any]:
+    """Numbers that YAML 1.1 reads as text (``1e-3``: no dot), as numbers where a number belongs."""
+    def num(v):
+        return float(v) if isinstance(v, str) and _NUMBER.fullmatch(v.strip()) else v
+
+    hints = _field_types()
+    out = dict(d)
+    for key, value in d.items():
+        members = _members(hints.get(key))
+        if float in members:
+            out[key] = num(value)
+        elif list[float] in members and isinstance(value, list):
+            out[key] = [num(v) for v in value]
+    return out
+
+
+# Model options that the data decides: the engine passes them to create_model itself.
+DATA_DECIDES = {"num_classes": "its number of classes", "in_chans": "its number of image channels"}
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
@@ -162,13 +250,20 @@ def load_yaml(path: str) -> dict[str, Any]:
         raise ValueError(f"config file {path} does not exist") from None
     except yaml.YAMLError as e:
         raise ValueError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    # any other OSError (a folder, no permission) is reported by the caller's boundary (cnnzoo.cli)
     if d is None:
         return {}
     if not isinstance(d, dict):
         raise ValueError(f"config file {path} must hold a mapping of keys to values")
+    where = f"config file {path}"
+    for key in ("opt", "model_opts"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise ValueError(f"{where}: {key} must be a mapping of model options, got {d[key]!r}")
     if "opt" in d:
-        d["model_opts"] = {**(d.get("model_opts") or {}), **d.pop("opt")}
-    check_keys(d, f"config file {path}")
+        d["model_opts"] = {**(d.get("model_opts") or {}), **(d.pop("opt") or {})}
+    check_keys(d, where)
+    d = _yaml_numbers(d)
+    check_types(d, where)
     return d
 
 
@@ -187,6 +282,8 @@ def resolve_config(flags: dict[str, Any] | None = None, yaml_config: dict[str, A
     yaml_config = dict(yaml_config or {})
     check_keys(flags, "flags")
     check_keys(yaml_config, "config")
+    check_types(yaml_config, "config")
+    check_types(flags)
     _one_length(flags, "flags")
     _one_length(yaml_config, "config file")
     name = flags.get("recipe") or yaml_config.get("recipe") or TrainConfig.recipe
@@ -213,9 +310,12 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Raise ``ValueError`` with a one-line message on any invalid value."""
+    """Raise ``ValueError`` with a one-line message on any invalid value (or value of the wrong type)."""
     _check(isinstance(cfg.model, str) and bool(cfg.model), "no model given: e.g. cnnzoo train resnet20")
-    _check(isinstance(cfg.model_opts, dict), "model_opts must be a mapping of option to value")
+    check_types({f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    for key, why in DATA_DECIDES.items():
+        _check(key not in cfg.model_opts,
+               f"model option {key} is decided by the data ({why}), not by --opt or model_opts: remove it")
     _check(cfg.init_from is None or (isinstance(cfg.init_from, str) and bool(cfg.init_from)),
            f"init_from must be a run folder or a weights file, got {cfg.init_from!r}")
     _check((cfg.epochs is None) != (cfg.iters is None), "give either epochs or iters, not both")
