@@ -57,3 +57,20 @@ def randomize_(model: nn.Module, seed: int = 1) -> nn.Module:
             else:
                 t.copy_(torch.randn(t.shape, generator=g) * (2.0 / t[0].numel()) ** 0.5)
     return model
+
+
+# A tiny CIFAR ResNet on 16x16 digits: what the training tests train, fast on two CPU cores.
+TINY = {"depth": 8, "widths": (8, 16, 32), "stem_width": 8}
+
+
+def tiny_config(out, cache_dir, **kw):
+    """A resolved training config for the tiny model on 512 digits (``iters=`` replaces ``epochs``)."""
+    from cnnzoo.train import resolve_config
+
+    flags = dict(model="cifar_resnet", model_opts=dict(TINY), data="digits", image_size=16, subset=512,
+                 val_size=64, cache_dir=cache_dir, out=str(out), epochs=1, batch_size=64, lr=0.1,
+                 device="cpu")
+    if "iters" in kw:
+        del flags["epochs"]
+    flags.update(kw)
+    return resolve_config(flags)

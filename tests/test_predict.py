@@ -20,17 +20,13 @@ from PIL import Image
 from cnnzoo.data import load_data
 from cnnzoo.data.sources import IMG_EXTENSIONS
 from cnnzoo.predict import Predictor, find_images
-from cnnzoo.train import resolve_config, train
+from cnnzoo.train import train
 
-TINY = {"depth": 8, "widths": (8, 16, 32), "stem_width": 8, "norm_layer": "bn"}
+from .helpers import tiny_config
 
 
 def run(out, cache_dir, **kw):
-    flags = dict(model="cifar_resnet", model_opts=dict(TINY), data="digits", image_size=16, subset=512,
-                 val_size=64, cache_dir=cache_dir, out=str(out), iters=4, batch_size=64, lr=0.1,
-                 device="cpu")
-    flags.update(kw)
-    train(resolve_config(flags))
+    train(tiny_config(out, cache_dir, **{"iters": 4, **kw}))
     return out
 
 

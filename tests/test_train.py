@@ -21,7 +21,6 @@ import torch.nn as nn
 from cnnzoo.train import (
     RECIPES,
     CheckpointError,
-    TrainConfig,
     Trainer,
     TrainingDiverged,
     compute_loss,
@@ -32,23 +31,14 @@ from cnnzoo.train import (
 )
 from cnnzoo.train.checkpoint import atomic_save
 
-TINY = {"depth": 8, "widths": (8, 16, 32), "stem_width": 8}
+from .helpers import TINY, tiny_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
-
-
-def tiny_config(out, cache_dir, **kw) -> TrainConfig:
-    flags = dict(model="cifar_resnet", model_opts=dict(TINY), data="digits", image_size=16, subset=512,
-                 val_size=64, cache_dir=cache_dir, out=str(out), epochs=1, batch_size=64, lr=0.1,
-                 device="cpu")
-    if "iters" in kw:
-        del flags["epochs"]
-    flags.update(kw)
-    return resolve_config(flags)
 
 
 def main(capsys, *args):

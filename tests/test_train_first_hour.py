@@ -17,22 +17,13 @@ from cnnzoo.train import CheckpointError, load_checkpoint, resolve_config, train
 from cnnzoo.train import engine as E
 from cnnzoo.train.checkpoint import load_init_weights
 
-TINY = {"depth": 8, "widths": (8, 16, 32), "stem_width": 8}
+from .helpers import TINY
+from .helpers import tiny_config as tiny
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
-
-
-def tiny(out, cache_dir, **kw):
-    flags = dict(model="cifar_resnet", model_opts=dict(TINY), data="digits", image_size=16, subset=512,
-                 val_size=64, cache_dir=cache_dir, out=str(out), epochs=1, batch_size=64, lr=0.1,
-                 device="cpu")
-    if "iters" in kw:
-        del flags["epochs"]
-    flags.update(kw)
-    return resolve_config(flags)
 
 
 @pytest.fixture(scope="module")
