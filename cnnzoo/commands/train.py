@@ -166,6 +166,9 @@ def add_parser(sub) -> None:
     g.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR exactly where it stopped; with --epochs or --iters, "
                         "continue it to that longer length (default: a new run)")
+    g.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue even though the data is not what the checkpoint recorded "
+                        "(other image counts, class names or image size); without it that is refused")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -184,6 +187,9 @@ def add_parser(sub) -> None:
     e.add_argument("--plot", metavar="PNG",
                    help="where to draw the confusion matrix (default: beside the checkpoint, "
                         "confusion_SPLIT.png for best.pt, confusion_SPLIT_NAME.png for NAME.pt)")
+    e.add_argument("--allow-other-classes", action="store_true",
+                   help="evaluate on --data whose class names differ from the run's, with a warning (the "
+                        "rows carry --data's names); without it that is refused")
     e.set_defaults(func=run_eval)
 
 
@@ -198,6 +204,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     flags = config_flags(args)
     opts = parse_opts(args.opt)
+    if args.allow_data_change and not args.resume:
+        raise ValueError("--allow-data-change goes with --resume (a new run takes the data as it is)")
     if args.resume:
         length = {"epochs": flags.pop("epochs"), "iters": flags.pop("iters")}  # a longer run
         given = sorted(f"--{a.replace('_', '-')}" for a, k in _FLAGS.items() if flags.get(k) is not None)
@@ -207,7 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.model:
             path = Path(args.resume) / "last.pt"
             check_compatible(load_checkpoint(path)["config"], args.model, opts, str(path))
-        train(resume=args.resume, **length)
+        train(resume=args.resume, allow_data_change=args.allow_data_change, **length)
         return 0
     file_cfg = load_yaml(args.config) if args.config else {}
     if args.model:
@@ -244,7 +252,8 @@ def run_eval(args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.target)
     result, cfg, names = evaluate_checkpoint(ckpt, data=args.data, split=args.split, data_dir=args.data_dir,
                                              device=args.device, batch_size=args.batch_size,
-                                             cache_dir=args.cache_dir)
+                                             cache_dir=args.cache_dir,
+                                             allow_other_classes=args.allow_other_classes)
     png = Path(args.plot) if args.plot else confusion_png(ckpt, args.split)
     plot_confusion(result.confusion, names, png,
                    f"{cfg['model']} on {args.data or cfg['data']} ({args.split}): top-1 {result.top1:.2%}")

@@ -8,16 +8,22 @@ SIGKILL at any moment leaves either the previous file or the new one, never half
 Two files per run: ``last.pt`` (everything needed to continue exactly: model, optimizer,
 scheduler, EMA, gradient scaler, step, epoch, batch within the epoch, RNG states, history) and
 ``best.pt`` (the weights that scored best on the validation split, with their config).
+
+A run folder belongs to one run, and to one process at a time: :func:`lock_run_folder` takes an
+OS lock (``flock``) on ``DIR/.lock`` that ends with the process, however it ends, and
+:func:`remove_stale_temporaries` clears what a killed process's atomic writes left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -49,6 +55,8 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     ``0o600`` of a temporary file.
     """
     path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():  # mkdir would only say "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -65,6 +73,21 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     _fsync_dir(path.parent)
 
 
+# A temporary file of :func:`atomic_write` (``tempfile.mkstemp``: eight random characters).
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that atomic writes interrupted by a kill left in ``folder``
+    (``.last.pt.XXXXXXXX.tmp``...); return their names. Call it holding the folder's lock."""
+    removed = []
+    for p in sorted(Path(folder).iterdir()):
+        if _TEMPORARY.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
@@ -75,6 +98,47 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_text(json.dumps(obj, indent=2, default=str) + "\n", path)
+
+
+# --------------------------------------------------------------------------------------------
+# One process per run folder.
+
+LOCK_FILE = ".lock"
+
+
+def is_bookkeeping(name: str) -> bool:
+    """Whether a file of a run folder is the lock or an interrupted write's temporary file: what a
+    run that died before writing anything leaves, so the folder still counts as empty."""
+    return name == LOCK_FILE or bool(_TEMPORARY.fullmatch(name))
+
+
+def lock_run_folder(folder: str | os.PathLike) -> IO[str]:
+    """Lock the existing run folder ``folder`` for this process; return the open lock file.
+
+    The lock (``flock`` on ``folder/.lock``) lasts while the file is open and ends with the
+    process, however it ends (a SIGKILL leaves the file, not the lock). When another process
+    holds it, ``ValueError`` says so. The file holds the holder's pid, for that message.
+    """
+    path = Path(folder) / LOCK_FILE
+    f = open(path, "a+")  # the lock lives as long as the file is open
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock (Windows): runs are not locked there
+        return f
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip()
+        f.close()
+        holder = f"another process (pid {pid})" if pid.isdigit() else "another process"
+        raise ValueError(f"{folder}: {holder} is using it (a run trains there); wait for it to end or "
+                         "choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,18 +38,22 @@ import torch.nn as nn
 from . import distributed as D
 from .checkpoint import (
     FORMAT,
+    CheckpointError,
     atomic_save,
     atomic_write_json,
     atomic_write_text,
     check_compatible,
     get_rng_state,
+    is_bookkeeping,
     load_checkpoint,
     load_init_weights,
     load_model_state,
+    lock_run_folder,
+    remove_stale_temporaries,
     set_rng_state,
 )
 from .config import TrainConfig, lr_factor, validate
-from .evaluate import AMP_DTYPES, EvalResult, autocast, evaluate, logits_of
+from .evaluate import AMP_DTYPES, EvalResult, autocast, evaluate, logits_of, name_list
 from .report import Reporter, plot_curves, rewrite_csv
 
 EVAL_BATCH = 256
@@ -283,6 +287,107 @@ def _load_bundle(cfg: TrainConfig, dist: D.DistInfo):
     return bundle if bundle is not None else load()
 
 
+def _on_main(dist: D.DistInfo, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 only (``None`` on the others); a ``ValueError`` or ``OSError`` it raises is
+    raised on every rank, instead of leaving the others waiting for rank 0."""
+    result, error = None, None
+    if dist.is_main:
+        try:
+            result = fn()
+        except (ValueError, OSError) as e:
+            error = e
+    what = None if error is None else (
+        ("os", error.errno, error.strerror, error.filename) if isinstance(error, OSError) and error.strerror
+        else ("value", str(error)))
+    what = D.broadcast_object(what)
+    if error is not None:
+        raise error
+    if what is not None:
+        raise OSError(*what[1:]) if what[0] == "os" else ValueError(what[1])
+    return result
+
+
+def check_new_run_folder(out: Path) -> None:
+    """A new run writes to a folder that does not exist yet or is empty: a folder with a run (or
+    anything else) in it is never overwritten. Raises ``ValueError``, changing nothing."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if (out / "last.pt").exists():
+        raise ValueError(f"{out} already holds a run; continue it with --resume {out} "
+                         "or choose another --out")
+    kept = sorted(p.name for p in out.iterdir() if not is_bookkeeping(p.name))
+    if kept:
+        raise ValueError(f"{out} is not empty ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''}) and "
+                         "holds no run to resume: a run folder belongs to one run; choose a new --out")
+
+
+def _claim_run_folder(out: Path, resume: bool):
+    """Lock ``out`` for this run (creating it for a new one) and clear interrupted writes; return
+    the lock's file. A new run checks again, under the lock, that nobody wrote there meanwhile."""
+    if resume and not (out / "last.pt").is_file():
+        raise CheckpointError(f"no checkpoint at {out / 'last.pt'}")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_folder(out)
+    try:
+        if not resume:
+            check_new_run_folder(out)
+        remove_stale_temporaries(out)
+    except BaseException:
+        lock.close()
+        raise
+    return lock
+
+
+def _check_input_fits(cfg: TrainConfig, bundle) -> None:
+    """Refuse images too small for the network (e.g. GoogLeNet at 8x8) before anything is written,
+    with the message ``cnnzoo summary`` gives: a shapes-only twin of the model runs on one input."""
+    import cnnzoo
+    from cnnzoo.analysis import profile
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation, no random numbers drawn
+        twin = cnnzoo.create_model(cfg.model, num_classes=bundle.num_classes, in_chans=bundle.input_size[0],
+                                   **cfg.model_opts)
+    try:
+        profile(twin, input_size=tuple(bundle.input_size))
+    except ValueError as e:
+        raise ValueError(f"{e}; {cfg.model} needs larger images than {data_label(cfg.data)}'s: "
+                         "choose a larger --image-size") from None
+
+
+def data_changes(ckpt: dict[str, Any], bundle) -> list[str]:
+    """How ``bundle`` differs from the data a checkpoint was made on: images per split (checkpoints
+    from before the split sizes were recorded skip that), class names, image size."""
+    changes = []
+    for split, n in (ckpt.get("data_sizes") or {}).items():
+        if bundle.sizes.get(split, 0) != n:
+            changes.append(f"{split} images {n:,} -> {bundle.sizes.get(split, 0):,}")
+    old, new = list(ckpt.get("class_names") or []), list(bundle.class_names)
+    if old and old != new:
+        changes.append(f"class names {name_list(old)} -> {name_list(new)}")
+    if tuple(ckpt["input_size"]) != tuple(bundle.input_size):
+        changes.append(f"image size {'x'.join(map(str, ckpt['input_size']))} -> "
+                       f"{'x'.join(map(str, bundle.input_size))}")
+    return changes
+
+
+def _by_interrupt(e: BaseException) -> bool:
+    """Ctrl-C, or an error raised while one was handled (``torch.save`` cut short turns into one)."""
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
 class _StopFlag:
     """SIGINT (Ctrl-C) sets a flag checked between steps; a second Ctrl-C interrupts at once."""
 
@@ -316,7 +421,22 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, *, bundle=None, model: nn.Module | None = None,
-                 resume: str | os.PathLike | None = None):
+                 resume: str | os.PathLike | None = None, allow_data_change: bool = False):
+        self._lock = None  # the run folder's lock (rank 0), from before the first write to the run's end
+        try:
+            self._setup(cfg, bundle, model, resume, allow_data_change)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder (done by :meth:`run`; the OS does it if the process dies)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _setup(self, cfg: TrainConfig, bundle, model: nn.Module | None, resume, allow_data_change: bool
+               ) -> None:
         validate(cfg)
         self.cfg = cfg
         self.notes: list[str] = []  # said once at the start of the run
@@ -337,10 +457,14 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES.get(cfg.amp)
 
         self.out = Path(resume) if resume else Path(D.broadcast_object(cfg.out or default_out(cfg)))
-        taken = (self.out / "last.pt").exists() if self.dist.is_main else None
-        if not resume and D.broadcast_object(taken):
-            raise ValueError(f"{self.out} already holds a run; continue it with --resume {self.out} "
-                             "or choose another --out")
+        # A run folder belongs to one run: a resumed one is locked at once (another process in it
+        # stops this one here); a new one is checked now and created and locked once the data and
+        # the model are known to work, so a mistake leaves nothing behind.
+        if resume:
+            self._lock = _on_main(self.dist, lambda: _claim_run_folder(self.out, resume=True))
+        else:
+            _on_main(self.dist, lambda: check_new_run_folder(self.out))
+        self.allow_data_change = allow_data_change
 
         self.bundle = bundle if bundle is not None else _load_bundle(cfg, self.dist)
         b = self.bundle
@@ -348,6 +472,8 @@ class Trainer:
             self.notes.append(f"note: {b.info['size_note']}")
         if not resume:
             self.cfg = cfg = self._fit_batch_to_data(cfg)
+        if model is None:
+            _check_input_fits(cfg, b)
         torch.manual_seed(cfg.seed)  # global RNG: weight init, dropout, stochastic depth
         if model is None:
             import cnnzoo
@@ -393,6 +519,7 @@ class Trainer:
         self.step_log: list[dict[str, float]] = []
         self.log_every = max(1, self.total // 200)
         self._compiled_step_done = not cfg.compile
+        self.saved_step: int | None = None  # the step last.pt holds (None: no last.pt yet)
 
         if resume:
             self._restore(self.out / "last.pt")
@@ -404,6 +531,8 @@ class Trainer:
             self.model = DDP(self.raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.compile:
             self.model = torch.compile(self.model)
+        if not resume:
+            self._lock = _on_main(self.dist, lambda: _claim_run_folder(self.out, resume=False))
 
     # -- setup -------------------------------------------------------------------------------
     def _fit_batch_to_data(self, cfg: TrainConfig) -> TrainConfig:
@@ -439,7 +568,7 @@ class Trainer:
         return {"format": FORMAT, "kind": kind, "config": self.cfg.to_dict(),
                 "num_classes": self.bundle.num_classes, "input_size": list(self.bundle.input_size),
                 "class_names": list(self.bundle.class_names), "mean": list(self.bundle.mean),
-                "std": list(self.bundle.std),
+                "std": list(self.bundle.std), "data_sizes": dict(self.bundle.sizes),
                 "streaming": bool(getattr(self.bundle, "info", {}).get("streaming"))}
 
     def _state(self) -> dict[str, Any]:
@@ -457,6 +586,13 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
         check_compatible(ckpt["config"], self.cfg.model, self.cfg.model_opts, str(path))
+        changes = data_changes(ckpt, self.bundle)
+        if changes and not self.allow_data_change:
+            raise ValueError(f"the data changed since {path} was saved: {'; '.join(changes)}; resume anyway "
+                             "with --allow-data-change")
+        if changes:
+            self.notes.append(f"warning: the data changed since {path} was saved: {'; '.join(changes)}; "
+                              "continuing on the new data (--allow-data-change)")
         old = ckpt["config"]
         old_total = old["iters"] if old.get("iters") is not None else old["epochs"] * self.steps_per_epoch
         load_model_state(self.raw, ckpt["model"], str(path))
@@ -466,6 +602,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch, self.batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
+        self.saved_step = self.step
         self.history, self.best_val = list(ckpt["history"]), ckpt["best_val"]
         self.best_val_loss = ckpt.get("best_val_loss")
         self.acc = list(ckpt["acc"])
@@ -498,6 +635,28 @@ class Trainer:
     def _save_last(self) -> None:
         if self.dist.is_main:
             atomic_save(self._state(), self.out / "last.pt")
+        self.saved_step = self.step
+
+    def _save_on_stop(self) -> None:
+        """The save that Ctrl-C asked for. A second Ctrl-C during it ends the run at once, with one
+        line saying what ``last.pt`` holds (the save is atomic: the old file, or the new one)."""
+        path = self.out / "last.pt"
+        before = _inode(path) if self.dist.is_main else None
+        try:
+            self._save_last()
+        except (KeyboardInterrupt, Exception) as e:
+            if not _by_interrupt(e):
+                raise
+            written = self.dist.is_main and _inode(path) != before
+            if written:
+                held = f"{path} was written all the same (step {self.step:,})"
+            elif self.saved_step is not None:
+                held = f"{path} was not written: it still holds step {self.saved_step:,}"
+            else:
+                held = f"{path} was not written: this run has no checkpoint yet"
+            if written or self.saved_step is not None:
+                held += f"; continue with: cnnzoo train --resume {self.out}"
+            raise KeyboardInterrupt(f"interrupted again while saving: {held}") from None
 
     def _eval_module(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.raw
@@ -532,6 +691,13 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Train to the end (or to Ctrl-C: saved, then ``KeyboardInterrupt``); release the folder."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> dict[str, Any]:
         cfg, is_main = self.cfg, self.dist.is_main
         rep = Reporter(self.out if is_main else None, enabled=is_main, purge_step=self.step or None)
         if is_main:
@@ -553,7 +719,7 @@ class Trainer:
                 while self.step < self.total:
                     self._train_epoch(rep, stop, kill_at)
                     if stop.stop:
-                        self._save_last()
+                        self._save_on_stop()
                         rep.line(f"interrupted: saved {self.out / 'last.pt'} at step {self.step}; "
                                  f"continue with: cnnzoo train --resume {self.out}")
                         raise KeyboardInterrupt
@@ -602,10 +768,14 @@ class Trainer:
                 torch.tensor(float(stop.stop), device=y.device),
             ])).cpu()
             if not math.isfinite(stats[0].item()):
+                last = self.out / "last.pt"
+                kept = (f": the last good checkpoint is {last} (step {self.saved_step:,}); try"
+                        if self.saved_step is not None else
+                        ", and no checkpoint exists yet (the loss diverged before the first one): start "
+                        "again with")
                 raise TrainingDiverged(
                     f"the loss became {stats[0].item()} at step {self.step + 1} (epoch {self.epoch + 1}); "
-                    f"stopped without saving it: the last good checkpoint is {self.out / 'last.pt'} "
-                    "(try a lower --lr or --clip-grad)")
+                    f"stopped without saving it{kept} a lower --lr or --clip-grad")
             self.scaler.scale(loss).backward()
             if cfg.clip_grad > 0:
                 self.scaler.unscale_(self.optimizer)
@@ -723,7 +893,7 @@ class Trainer:
 
 def train(cfg: TrainConfig | None = None, *, bundle=None, model: nn.Module | None = None,
           resume: str | os.PathLike | None = None, epochs: int | None = None,
-          iters: int | None = None) -> dict[str, Any]:
+          iters: int | None = None, allow_data_change: bool = False) -> dict[str, Any]:
     """Run (or, with ``resume=DIR``, continue) a training run; return ``results.json``'s content.
 
     When resuming, the run's saved config is used; a ``cfg`` naming another model or other
@@ -751,6 +921,7 @@ def train(cfg: TrainConfig | None = None, *, bundle=None, model: nn.Module | Non
     if cfg is None:
         raise ValueError("train() needs a config or resume=DIR")
     try:
-        return Trainer(cfg, bundle=bundle, model=model, resume=resume).run()
+        return Trainer(cfg, bundle=bundle, model=model, resume=resume,
+                       allow_data_change=allow_data_change).run()
     finally:
         D.teardown()

@@ -8,6 +8,7 @@ evaluates it on the run's data, so evaluating a run reproduces the test accuracy
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,11 @@ def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: str | 
     return fig
 
 
+def name_list(names: list[str]) -> str:
+    """Class names for a one-line message: all of up to ten, else the first five and the count."""
+    return ", ".join(names) if len(names) <= 10 else f"{', '.join(names[:5])}, ... ({len(names)} names)"
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run folder means its ``best.pt``; a file is used as is."""
     p = Path(path)
@@ -154,11 +160,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
                         data_dir: str | None = None, device: str = "auto", batch_size: int = 256,
-                        cache_dir: str | None = None) -> tuple[EvalResult, dict[str, Any], list[str]]:
+                        cache_dir: str | None = None, allow_other_classes: bool = False
+                        ) -> tuple[EvalResult, dict[str, Any], list[str]]:
     """Evaluate a run folder or checkpoint on ``split`` of its data (or of ``data``).
 
     Returns the result, the run's config and the class names. The split (train/val/test) is
     reproduced from the run's own data settings (validation size, seed, image size, subset).
+    ``data`` whose class names differ from the run's raises ``ValueError``; with
+    ``allow_other_classes`` it is evaluated, with a warning (the result carries ``data``'s names).
     """
     import cnnzoo
 
@@ -179,6 +188,14 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
         raise ValueError(f"{ckpt_path} was trained for {ckpt['num_classes']} classes at input "
                          f"{tuple(ckpt['input_size'])}, but {data or cfg['data']} has {bundle.num_classes} "
                          f"classes at {tuple(bundle.input_size)}")
+    saved, names = list(ckpt.get("class_names") or []), list(bundle.class_names)
+    if saved and saved != names:
+        what = (f"{ckpt_path} was trained on class names {name_list(saved)}, but {data or cfg['data']} has "
+                f"{name_list(names)}")
+        if not allow_other_classes:
+            raise ValueError(f"{what}; evaluate anyway with --allow-other-classes (the rows then carry the "
+                             "new names)")
+        warnings.warn(f"{what}: the rows carry the new names", stacklevel=2)
     if bundle.sizes.get(split, 0) == 0:
         raise ValueError(f"the {split} split of {data or cfg['data']} is empty")
     dev = resolve_device(device)
