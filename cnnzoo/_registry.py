@@ -106,6 +106,9 @@ def register_alias(name: str, target: str, *, params: int | None = None, params_
 
 
 def _lookup(name: str) -> _Entry:
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string such as 'resnet20' (see cnnzoo.list_models()), "
+                        f"got {name!r} ({type(name).__name__})")
     try:
         return _registry()[name]
     except KeyError:
@@ -116,6 +119,9 @@ def _lookup(name: str) -> _Entry:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style wildcard pattern, sorted."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a string (a name or a wildcard such as 'resnet*'), "
+                        f"got {pattern!r} ({type(pattern).__name__})")
     return sorted(n for n in _registry() if fnmatch.fnmatchcase(n, pattern))
 
 
@@ -130,6 +136,12 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     Unknown names and invalid overrides raise ``ValueError`` saying what is allowed.
     """
     entry = _lookup(name)
+    # Checked for every family (a bool is an int to Python: num_classes=True would build 1 class).
+    for key, low, what in (("num_classes", 0, "a non-negative int (0: no classifier)"),
+                           ("in_chans", 1, "a positive int")):
+        v = overrides.get(key, low)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ValueError(f"{key} must be {what}, got {v!r}")
     try:
         model = entry.fn(**overrides)
     except TypeError as e:

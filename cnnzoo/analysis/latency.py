@@ -45,8 +45,9 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] | None = None, *
     ``None`` keeps the current setting, which is what is reported. On CUDA each run is
     synchronized. The model must hold real weights (not the ``meta`` device).
     """
-    from .profile import _check_input_size, _device_dtype, _model_input_size
+    from .profile import _check_input_size, _check_model, _device_dtype, _model_input_size
 
+    _check_model("measure_latency", model)
     size = _check_input_size(input_size if input_size is not None else _model_input_size(model))
     for name, v, low in (("runs", runs, 1), ("warmup", warmup, 0), ("batch_size", batch_size, 1)):
         if not isinstance(v, int) or isinstance(v, bool) or v < low:

@@ -495,6 +495,15 @@ def _assign_stages(rows: list[LayerRow], rf_in: dict[str, RF]) -> int | None:
     return last
 
 
+def _check_model(func: str, model) -> None:
+    """A ``TypeError`` that says what ``func`` takes when ``model`` is not a module (e.g. a name)."""
+    if isinstance(model, nn.Module):
+        return
+    got = f"the string {model!r}" if isinstance(model, str) else f"a {type(model).__name__}"
+    hint = f"; build it first: {func}(cnnzoo.create_model({model!r}), ...)" if isinstance(model, str) else ""
+    raise TypeError(f"{func}() takes a model (an nn.Module), got {got}{hint}")
+
+
 def _check_input_size(input_size) -> tuple[int, int, int]:
     try:
         size = tuple(int(v) for v in input_size)
@@ -535,6 +544,7 @@ def profile(model: nn.Module, input_size: Sequence[int] | None = None, *, name: 
     models, else (3, 224, 224). An input too small for the network raises ``ValueError``
     naming the layer whose output collapses to zero size.
     """
+    _check_model("profile", model)
     size = _check_input_size(input_size if input_size is not None else _model_input_size(model))
     device, dtype = _device_dtype(model)
     x = torch.zeros((1, *size), device=device, dtype=dtype)

@@ -81,8 +81,13 @@ def load_external(model: nn.Module, state_dict: Mapping[str, torch.Tensor] | nn.
 
     Returns ``model``. Raises ``ValueError`` naming unused, missing or misshapen tensors.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a cnnzoo model (an nn.Module), got a {type(model).__name__}")
     if isinstance(state_dict, nn.Module):
         state_dict = state_dict.state_dict()
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of names to tensors (or a model), "
+                        f"got a {type(state_dict).__name__}")
     model.load_state_dict(convert_state_dict(model, state_dict, source), strict=True)
     return model
 
