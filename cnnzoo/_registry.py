@@ -130,11 +130,49 @@ def get_model_meta(name: str) -> ModelMeta:
     return _lookup(name).meta
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, pretrained: str | None = None, *, source: str | None = None,
+                 features_only: bool = False, out_indices: Any = None, **overrides: Any) -> nn.Module:
     """Build a registered model. The one door: ``create_model("resnet56", attn="se")``.
+
+    ``pretrained``: ``"torchvision"``, ``"timm"`` or the path of a weights file of any known
+    layout (cnnzoo, torchvision, timm, the public CIFAR implementations; ``source=`` names it
+    instead of detecting it); the model gets the options those weights need, then ``overrides``
+    (see :mod:`cnnzoo.weights`). ``name`` may itself be a file written by ``cnnzoo.save_weights``:
+    the model it names, with its weights. ``features_only=True``: a backbone returning the feature
+    maps of ``out_indices`` (:func:`cnnzoo.features.features_only`).
 
     Unknown names and invalid overrides raise ``ValueError`` saying what is allowed.
     """
+    registered = isinstance(name, str) and name in _registry()
+    if pretrained is not None or (not registered and _looks_like_path(name)):
+        from . import weights  # torch: imported only when weights are asked for
+
+        if pretrained is None:
+            model = weights.create_from_file(name, source=source, **overrides)
+        else:
+            model = weights.create_pretrained(name, pretrained, source=source, **overrides)
+    else:
+        if source is not None:
+            raise ValueError("source= names the layout of pretrained weights; give pretrained= too")
+        model = _build(name, overrides)
+    if features_only:
+        from .features import features_only as _features_only  # written alongside; torch
+
+        model = _features_only(model, out_indices)
+    elif out_indices is not None:
+        raise ValueError("out_indices= selects the feature maps of features_only=True; give it too")
+    return model
+
+
+def _looks_like_path(name: Any) -> bool:
+    import os
+
+    return isinstance(name, os.PathLike) or (isinstance(name, str) and (
+        "/" in name or os.sep in name or name.lower().endswith((".safetensors", ".pth", ".pt", ".th"))
+        or os.path.isfile(name)))
+
+
+def _build(name: str, overrides: dict[str, Any]) -> nn.Module:
     entry = _lookup(name)
     # Checked for every family (a bool is an int to Python: num_classes=True would build 1 class).
     for key, low, what in (("num_classes", 0, "a non-negative int (0: no classifier)"),
@@ -151,4 +189,5 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
         raise ValueError(f"bad option for {name} ({given}): {e}") from e
     model.meta = entry.meta
+    model.model_opts = dict(overrides)  # what rebuilds it (cnnzoo.save_weights records them)
     return model
