@@ -653,7 +653,7 @@ class Trainer:
             elif self.saved_step is not None:
                 held = f"{path} was not written: it still holds step {self.saved_step:,}"
             else:
-                held = f"{path} was not written: this run has no checkpoint yet"
+                held = f"{path} was not written: this run has no checkpoint (start again in another --out)"
             if written or self.saved_step is not None:
                 held += f"; continue with: cnnzoo train --resume {self.out}"
             raise KeyboardInterrupt(f"interrupted again while saving: {held}") from None
@@ -772,7 +772,7 @@ class Trainer:
                 kept = (f": the last good checkpoint is {last} (step {self.saved_step:,}); try"
                         if self.saved_step is not None else
                         ", and no checkpoint exists yet (the loss diverged before the first one): start "
-                        "again with")
+                        f"again in another --out ({self.out} keeps this run's log) with")
                 raise TrainingDiverged(
                     f"the loss became {stats[0].item()} at step {self.step + 1} (epoch {self.epoch + 1}); "
                     f"stopped without saving it{kept} a lower --lr or --clip-grad")
