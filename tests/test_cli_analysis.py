@@ -142,7 +142,7 @@ def _too_small_case():
     (["summary", "wrn16_4", "--opt", "colour=red"], "unknown option(s) colour (allowed: "),
     (["summary", "resnet20", "--opt", "depth=abc"], "must be 6n+2"),
     (["summary", "resnet20", "--opt", "unit=sideways"], "unit='sideways' is not allowed"),
-    (["summary", "resnet20", "--opt", "widths=5"], "bad option for resnet20 (widths=5)"),
+    (["summary", "resnet20", "--opt", "widths=5"], "widths must be a sequence of positive ints"),
     (["summary", "resnet20", "--input-size", "3", "0", "32"], "three positive ints"),
     (["summary", "resnet20", "--input-size", "1", "32", "32"], "forward pass failed in stem.conv"),
     (["compare", "resnet20", "nothing*"], "no registered model matches"),
