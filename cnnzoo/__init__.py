@@ -1,7 +1,9 @@
 """cnnzoo: the classic CNN lineage, faithful, composable and measurable.
 
-``import cnnzoo`` gives the registry (``create_model``, ``list_models``, ``get_model_meta``...) and
-the sub-packages (``cnnzoo.analysis``, ``cnnzoo.models``, ``cnnzoo.train``...). Each is imported on
+``import cnnzoo`` gives the registry (``create_model``, ``list_models``, ``get_model_meta``...),
+``save_weights``, and every public sub-package as an attribute: ``cnnzoo.analysis``,
+``cnnzoo.data``, ``cnnzoo.export``, ``cnnzoo.features``, ``cnnzoo.interop``, ``cnnzoo.layers``,
+``cnnzoo.models``, ``cnnzoo.predict``, ``cnnzoo.train``, ``cnnzoo.weights``. Each is imported on
 first use (PEP 562), so that ``import cnnzoo`` itself, and with it ``cnnzoo --help`` and
 ``cnnzoo list``, does not load torch.
 """
@@ -15,12 +17,14 @@ __version__ = "0.1.0"
 
 _REGISTRY_API = ("ModelMeta", "create_model", "get_model_meta", "list_models", "register_alias",
                  "register_model")
-_SUBPACKAGES = ("analysis", "data", "interop", "layers", "models", "train")
+_WEIGHTS_API = ("save_weights",)
+_SUBPACKAGES = ("analysis", "data", "export", "features", "interop", "layers", "models", "predict", "train",
+                "weights")
 
-__all__ = [*_REGISTRY_API, "__version__"]
+__all__ = [*_REGISTRY_API, *_WEIGHTS_API, "__version__"]
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and IDEs
-    from . import analysis, data, interop, layers, models, train  # noqa: F401
+    from . import analysis, data, export, features, interop, layers, models, predict, train, weights  # noqa: F401
     from ._registry import (  # noqa: F401
         ModelMeta,
         create_model,
@@ -29,11 +33,14 @@ if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and IDEs
         register_alias,
         register_model,
     )
+    from .weights import save_weights  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
     if name in _REGISTRY_API:
         value = getattr(importlib.import_module("._registry", __name__), name)
+    elif name in _WEIGHTS_API:
+        value = getattr(importlib.import_module(".weights", __name__), name)
     elif name in _SUBPACKAGES:
         value = importlib.import_module(f".{name}", __name__)
     else:
@@ -43,4 +50,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_REGISTRY_API, *_SUBPACKAGES})
+    return sorted({*globals(), *_REGISTRY_API, *_WEIGHTS_API, *_SUBPACKAGES})
