@@ -35,7 +35,7 @@ import torch
 from .data._common import DataError
 from .data.loaders import _Normalize
 from .data.sources import IMG_EXTENSIONS, StreamingFolder, decode_image, resize_u8
-from .train.checkpoint import load_checkpoint, load_model_state
+from .train.checkpoint import load_checkpoint, model_from_checkpoint
 from .train.distributed import resolve_device
 from .train.evaluate import AMP_DTYPES, autocast, logits_of, resolve_checkpoint
 
@@ -92,8 +92,6 @@ class Predictor:
     """
 
     def __init__(self, target: str | os.PathLike, device: str = "auto", cache_dir: str | None = None):
-        import cnnzoo
-
         self.checkpoint = resolve_checkpoint(target)
         ckpt = load_checkpoint(self.checkpoint)
         self.config: dict[str, Any] = ckpt["config"]
@@ -101,12 +99,8 @@ class Predictor:
         self.input_size = tuple(ckpt["input_size"])
         self.mean, self.std, self.streaming = self._normalization(ckpt, cache_dir)
         self.device = resolve_device(device)
-        cfg = self.config
-        model = cnnzoo.create_model(cfg["model"], num_classes=ckpt["num_classes"],
-                                    in_chans=self.input_size[0], **cfg["model_opts"])
-        load_model_state(model, ckpt["model"], str(self.checkpoint))
-        self.model = model.to(self.device).eval()
-        self.amp_dtype = AMP_DTYPES.get(cfg.get("amp", "none"))
+        self.model = model_from_checkpoint(ckpt, str(self.checkpoint)).to(self.device).eval()
+        self.amp_dtype = AMP_DTYPES.get(self.config.get("amp", "none"))
         self._normalize = _Normalize(self.mean, self.std, self.device)  # the loaders' own
         self._transform = (StreamingFolder(None, [], self.input_size[1], train=False).transform
                            if self.streaming else None)

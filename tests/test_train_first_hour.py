@@ -212,3 +212,13 @@ def test_best_epoch_breaks_a_top1_tie_by_validation_loss(monkeypatch, cache_dir,
     monkeypatch.setattr(E.Trainer, "_evaluate", fake_val)
     res = train(tiny(tmp_path / "tie", cache_dir, epochs=4))
     assert res["best_epoch"] == 3 and res["val_top1"] == 0.8
+
+
+def test_eval_fast_path_gives_the_same_accuracy(run_dir):
+    from cnnzoo.train import evaluate_checkpoint
+
+    plain, _, _ = evaluate_checkpoint(run_dir, cache_dir=None)
+    fast, _, _ = evaluate_checkpoint(run_dir, fast=True)
+    # for_inference equals the model to float32 rounding (tests/test_optimize.py); at most a
+    # prediction whose two top logits are that close may flip
+    assert abs(fast.top1 - plain.top1) * plain.n <= 1 and fast.n == plain.n

@@ -184,6 +184,9 @@ def add_parser(sub) -> None:
     e.add_argument("--format", default="table", help="table or json")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda")
     e.add_argument("--batch-size", type=int, default=256, help="images per evaluation batch")
+    e.add_argument("--fast", action="store_true",
+                   help="evaluate through the inference fast path (cnnzoo.optimize.for_inference: BNs folded "
+                        "into convs, channels-last; bf16 weights when the run trained with --amp bf16)")
     e.add_argument("--plot", metavar="PNG",
                    help="where to draw the confusion matrix (default: beside the checkpoint, "
                         "confusion_SPLIT.png for best.pt, confusion_SPLIT_NAME.png for NAME.pt)")
@@ -253,7 +256,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result, cfg, names = evaluate_checkpoint(ckpt, data=args.data, split=args.split, data_dir=args.data_dir,
                                              device=args.device, batch_size=args.batch_size,
                                              cache_dir=args.cache_dir,
-                                             allow_other_classes=args.allow_other_classes)
+                                             allow_other_classes=args.allow_other_classes, fast=args.fast)
     png = Path(args.plot) if args.plot else confusion_png(ckpt, args.split)
     plot_confusion(result.confusion, names, png,
                    f"{cfg['model']} on {args.data or cfg['data']} ({args.split}): top-1 {result.top1:.2%}")

@@ -234,6 +234,17 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], whe
     model.load_state_dict(state)
 
 
+def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> torch.nn.Module:
+    """The registered model a cnnzoo checkpoint was trained as, with its weights loaded."""
+    import cnnzoo
+
+    cfg = ckpt["config"]
+    model = cnnzoo.create_model(cfg["model"], num_classes=ckpt["num_classes"], in_chans=ckpt["input_size"][0],
+                                **cfg["model_opts"])
+    load_model_state(model, ckpt["model"], where)
+    return model
+
+
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
     """The model weights in a run folder (its ``best.pt``, else ``last.pt``), a cnnzoo checkpoint or
     a plain state-dict file (``torch.load(weights_only=True)``; a ``{"state_dict": ...}`` or

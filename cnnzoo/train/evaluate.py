@@ -160,7 +160,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
                         data_dir: str | None = None, device: str = "auto", batch_size: int = 256,
-                        cache_dir: str | None = None, allow_other_classes: bool = False
+                        cache_dir: str | None = None, allow_other_classes: bool = False, fast: bool = False
                         ) -> tuple[EvalResult, dict[str, Any], list[str]]:
     """Evaluate a run folder or checkpoint on ``split`` of its data (or of ``data``).
 
@@ -168,10 +168,10 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     reproduced from the run's own data settings (validation size, seed, image size, subset).
     ``data`` whose class names differ from the run's raises ``ValueError``; with
     ``allow_other_classes`` it is evaluated, with a warning (the result carries ``data``'s names).
+    ``fast`` evaluates through :func:`cnnzoo.optimize.for_inference` (BN folded, channels-last;
+    bf16 weights when the run trained with ``amp="bf16"``).
     """
-    import cnnzoo
-
-    from .checkpoint import load_checkpoint, load_model_state
+    from .checkpoint import load_checkpoint, model_from_checkpoint
     from .distributed import resolve_device
 
     if split not in ("test", "val", "train"):
@@ -199,13 +199,15 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     if bundle.sizes.get(split, 0) == 0:
         raise ValueError(f"the {split} split of {data or cfg['data']} is empty")
     dev = resolve_device(device)
-    model = cnnzoo.create_model(cfg["model"], num_classes=bundle.num_classes,
-                                in_chans=bundle.input_size[0], **cfg["model_opts"])
-    load_model_state(model, ckpt["model"], str(ckpt_path))
-    model.to(dev)
-    if cfg.get("channels_last"):
-        model.to(memory_format=torch.channels_last)
-    loader = bundle.loader(split, batch_size, train=False, device=dev,
-                           channels_last=bool(cfg.get("channels_last")))
+    model = model_from_checkpoint(ckpt, str(ckpt_path)).to(dev)
     amp = AMP_DTYPES.get(cfg.get("amp", "none"))
+    channels_last = bool(cfg.get("channels_last"))
+    if fast:
+        from cnnzoo.optimize import for_inference
+
+        # weights already in the run's AMP dtype: no autocast; evaluate() takes float logits
+        model, amp, channels_last = for_inference(model, dtype=amp), None, True
+    elif channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = bundle.loader(split, batch_size, train=False, device=dev, channels_last=channels_last)
     return evaluate(model, loader, bundle.num_classes, amp), cfg, list(bundle.class_names)
