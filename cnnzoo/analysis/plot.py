@@ -137,7 +137,8 @@ def plot_cost(results: Sequence[ProfileResult], path: str | Path, families: Sequ
               handlelength=diam / fs, handleheight=0.7, labelspacing=(spare + 3) / fs,
               borderpad=(spare / 2 + 3) / fs, scatteryoffsets=[0.5])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from cnnzoo.train.checkpoint import atomic_write  # plain errors for a bad path, run-file permissions
+
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png"))
     plt.close(fig)
     return path
