@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -233,6 +234,15 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (c / in_chans)
 
 
+def _warn(msg: str) -> None:
+    """A ``UserWarning`` attributed to the caller's first line outside cnnzoo."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(msg, UserWarning, stacklevel=level)
+
+
 def _adapt(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
     """Re-initialise a classifier for another number of classes (warning), adapt the first conv
     to other input channels."""
@@ -251,8 +261,8 @@ def _adapt(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> dict
     if differ:
         old = state[differ[0]].shape[0]
         names = sorted({k.rsplit(".", 1)[0] for k in differ})
-        warnings.warn(f"{where}: the classifier ({', '.join(names)}) is re-initialised: the weights are "
-                      f"for {old} classes, the model has {classes}", stacklevel=4)
+        _warn(f"{where}: the classifier ({', '.join(names)}) is re-initialised: the weights are "
+              f"for {old} classes, the model has {classes}")
         state.update({k: own[k] for k in keys if k in state})
     return state
 
