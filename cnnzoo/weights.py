@@ -2,7 +2,7 @@
 
 ``create_model(name, pretrained=...)`` comes here. ``pretrained`` is ``"torchvision"`` or
 ``"timm"`` (downloaded by those libraries' loaders; ``"timm:legacy_seresnet50"`` names another
-timm model) or a local file: a PyTorch file (``.pth``/``.pt``/``.th``, read with
+timm model), a state dict, or a local file: a PyTorch file (``.pth``/``.pt``/``.th``, read with
 ``torch.load(weights_only=True)``; a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and
 ``module.`` prefixes are unwrapped) or ``.safetensors``. The file's format is read from its first
 bytes, not its name.
@@ -355,8 +355,11 @@ def create_pretrained(name: str, pretrained: str | os.PathLike, source: str | No
             state, defaults = download_timm(name, other or None), {}
         return build_with_weights(name, state, f"{pretrained} weights", source or library,
                                   **{**defaults, **overrides})
+    if isinstance(pretrained, Mapping):  # a state dict already in memory
+        return build_with_weights(name, dict(pretrained), "the state dict", source, **overrides)
     if not isinstance(pretrained, (str, os.PathLike)):
-        raise ValueError(f"pretrained must be 'torchvision', 'timm' or a path, got {pretrained!r}")
+        raise ValueError(f"pretrained must be 'torchvision', 'timm', a path or a state dict, "
+                         f"got {type(pretrained).__name__}")
     state, meta = read_state_dict(pretrained)
     saved_name, saved = saved_options(meta)
     return build_with_weights(name, state, str(pretrained), source,

@@ -45,6 +45,15 @@ def test_pytorch_file_of_cnnzoo_weights(tmp_path, r20, wrap, prefix):
     assert model.model_opts == {}
 
 
+def test_pretrained_state_dict_in_memory(tmp_path, r20):
+    # e.g. a wrapper read_weights does not know: torch.load(f, weights_only=True)["net"]
+    torch.save({"net": r20.state_dict(), "acc": 91.0}, tmp_path / "ckpt.pth")
+    state = torch.load(tmp_path / "ckpt.pth", weights_only=True)["net"]
+    assert _same(cnnzoo.create_model("resnet20", pretrained=state), r20, _x())
+    with pytest.raises(ValueError, match="pretrained must be 'torchvision', 'timm', a path or a state dict"):
+        cnnzoo.create_model("resnet20", pretrained=42)
+
+
 def test_save_weights_then_create_model_from_the_file(tmp_path):
     ours = randomize_(cnnzoo.create_model("resnet20", attn="se", num_classes=7, in_chans=1)).eval()
     path = tmp_path / "se20.safetensors"
