@@ -26,7 +26,7 @@ onnx = pytest.importorskip("onnx")  # the dev extra installs the export extra: C
 ort = pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
-# PyTorch 2.10+ deprecates torch.jit; this file still tests what TorchScript users load.
+# Recent PyTorch deprecates torch.jit; this file still tests what TorchScript users load.
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit.*:FutureWarning")
 
 # One model per family: name, options, input size. GoogLeNet with its auxiliary heads, which the

@@ -184,3 +184,31 @@ def test_a_feature_pyramid_network_takes_the_backbone(name, size):
     # Trained end to end: every backbone parameter gets a gradient (none is left unused).
     sum(p.mean() for p in pyramid.values()).backward()
     assert all(p.grad is not None for p in backbone.parameters())
+
+
+def test_a_torchvision_detector_trains_on_the_backbone():
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import FeaturePyramidNetwork
+
+    class Backbone(nn.Module):  # docs/export.md's example
+        def __init__(self, name: str, out_channels: int = 32):
+            super().__init__()
+            self.body = cnnzoo.create_model(name, features_only=True, out_indices=(1, 2, 3))
+            self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), out_channels)
+            self.out_channels = out_channels  # what torchvision's detection heads read
+
+        def forward(self, x):
+            return self.fpn(OrderedDict(zip(map(str, self.body.out_indices), self.body(x), strict=True)))
+
+    backbone = Backbone("resnet18")
+    anchors = AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3)
+    detector = FasterRCNN(backbone, num_classes=3, min_size=96, max_size=96, rpn_anchor_generator=anchors)
+    target = {"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([1])}
+    losses = detector([torch.rand(3, 96, 96)], [target])
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    sum(losses.values()).backward()
+    assert backbone.body.stages[0][0].conv.weight.grad is not None  # the stem learns
+    detector.eval()
+    with torch.no_grad():
+        assert {"boxes", "labels", "scores"} == set(detector([torch.rand(3, 96, 96)])[0])
