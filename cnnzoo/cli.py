@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "cnnzoo.commands.predict",
     "cnnzoo.commands.export",
     "cnnzoo.commands.bench",
+    "cnnzoo.commands.study",
 )
 
 
