@@ -91,32 +91,10 @@ def sniff_format(path: str | os.PathLike) -> str:
     return f"text ({text.strip()[:30]!r})"
 
 
-def _unsafe_globals(path: Path) -> list[str]:
-    """The Python objects a PyTorch zip file would need unpickled (read without running any)."""
-    try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # a legacy (pre-1.6) file, or one too damaged to list
-        return []
-
-
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    from .train.checkpoint import CheckpointError, read_weights
+    from .train.checkpoint import read_weights  # one-line errors; pickled objects refused and named
 
-    try:
-        state, _ = read_weights(path)
-    except CheckpointError as e:
-        msg = str(e)
-        if "Weights only load failed" in msg or "Unsupported global" in msg:
-            names = _unsafe_globals(path)
-            what = f" ({', '.join(names[:3])})" if names else ""
-            raise ValueError(f"refusing to load {path}: it holds pickled Python objects{what}, not just "
-                             f"tensors, and unpickling them could run code; save a state dict of tensors "
-                             f"(or .safetensors)") from None
-        if "holds no state dict" in msg:
-            raise ValueError(_one_line(msg, 300)) from None
-        detail = _one_line(msg.split(": ", 1)[-1])
-        raise ValueError(f"cannot read {path}: truncated or corrupted PyTorch file ({detail})") from None
-    return state
+    return read_weights(path)[0]
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -223,8 +223,34 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, fmt, loader):
         assert "io.open" in msg  # names what the file wanted to run
 
 
-# --------------------------------------------------------------------------------------------
-# Bad input: one line naming the problem.
+@pytest.mark.parametrize("command", ["eval", "predict", "train --init-from", "export --opt pretrained"])
+def test_every_command_refuses_a_malicious_pickle(tmp_path, capsys, command):
+    from PIL import Image
+
+    from cnnzoo.cli import main
+
+    target = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "cnnzoo-checkpoint/1", "model": {"conv.weight": torch.zeros(1)},
+                "x": _Payload(target)}, path)
+    Image.new("L", (8, 8)).save(tmp_path / "img.png")
+    argv = {
+        "eval": ["eval", path],
+        "predict": ["predict", path, tmp_path / "img.png"],
+        "train --init-from": ["train", "resnet20", "--data", "digits", "--iters", "1", "--init-from", path,
+                              "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache"],
+        "export --opt pretrained": ["export", "resnet20", "--opt", f"pretrained={path}",
+                                    "--out", tmp_path / "m.onnx"],
+    }[command]
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and not target.exists(), err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"refusing to load {path}" in lines[0], err
+    assert "weights_only" not in err and not (tmp_path / "run").exists()
+
+
+
 
 
 def _one_line_error(match, fn, *args):

@@ -176,16 +176,38 @@ class CheckpointError(ValueError):
     """An unreadable checkpoint, or one that does not fit the model it is loaded into."""
 
 
+def safe_load(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors. A file that holds pickled Python
+    objects is refused as such, naming them, and without torch's advice to turn the check off."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, disallowed globals
+        msg = str(e).strip()
+        if isinstance(e, pickle.UnpicklingError) and ("GLOBAL" in msg or "Unsupported global" in msg):
+            try:  # what the file would need unpickled, read without running any of it
+                names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            except Exception:  # a legacy (pre-1.6) file, or one too damaged to list
+                names = []
+            objs = f" ({', '.join(names[:3])})" if names else ""
+            raise CheckpointError(f"refusing to load {path}: it holds pickled Python objects{objs}, not just "
+                                  "tensors, and unpickling them could run code; save a state dict of tensors "
+                                  "(or .safetensors)") from None
+        if "WeightsUnpickler error:" in msg:  # not a pickle of tensors at all: say what broke
+            msg = msg.split("WeightsUnpickler error:", 1)[1].strip()
+        first = msg.splitlines()[0] if msg else type(e).__name__
+        first = first[: first.index(". ") + 1] if ". " in first[:160] else first[:160]
+        raise CheckpointError(f"cannot read {what} {path}: truncated or corrupted PyTorch file ({first})"
+                              ) from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a cnnzoo checkpoint safely (``weights_only=True``); clear errors on bad files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, disallowed globals
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {msg}") from None
+    ckpt = safe_load(path, "checkpoint", map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cnnzoo training checkpoint (format {FORMAT})")
     return ckpt
@@ -247,21 +269,20 @@ def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> torch.nn.Module:
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
     """The model weights in a run folder (its ``best.pt``, else ``last.pt``), a cnnzoo checkpoint or
-    a plain state-dict file (``torch.load(weights_only=True)``; a ``{"state_dict": ...}`` or
-    ``{"model": ...}`` wrapper and ``module.`` prefixes are unwrapped). Returns ``(state, where)``.
+    a plain state-dict file (``torch.load(weights_only=True)``; a ``{"state_dict": ...}``,
+    ``{"model": ...}``, ``{"net": ...}`` or ``{"params": ...}`` wrapper and ``module.`` prefixes
+    are unwrapped). Returns ``(state, where)``.
     """
     from .evaluate import resolve_checkpoint
 
     path = resolve_checkpoint(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, disallowed globals
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read weights {path}: {msg}") from None
+    obj = safe_load(path, "weights")
     if isinstance(obj, dict):
-        for key in ("model", "state_dict"):
+        # wrappers: cnnzoo and many trainers ("model", "state_dict"), kuangliu's CIFAR scripts
+        # ("net"), szagoruyko's WRN ("params", with BN statistics apart in "stats")
+        for key in ("model", "state_dict", "net", "params"):
             if isinstance(obj.get(key), dict):
-                obj = obj[key]
+                obj = {**obj[key], **(obj.get("stats") or {})} if key == "params" else obj[key]
                 break
     if not isinstance(obj, dict) or not obj or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
