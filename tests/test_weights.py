@@ -331,3 +331,29 @@ def test_nothing_is_left_behind_by_a_refused_save(tmp_path):
         warnings.simplefilter("error")
         save_weights(cnnzoo.create_model("resnet20"), tmp_path / "w.safetensors")
     assert os.listdir(tmp_path) == ["w.safetensors"]
+
+
+def test_eval_rebuilds_a_saved_weights_file(tmp_path, capsys):
+    import json
+
+    from cnnzoo.cli import main
+    from cnnzoo.train import train
+
+    from .helpers import tiny_config
+
+    cache = str(tmp_path / "cache")
+    train(tiny_config(tmp_path / "run", cache, iters=3, subset=None, image_size=None, val_size=0))
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--format", "json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    from cnnzoo.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "best.pt"), "best.pt")
+    save_weights(model, tmp_path / "w.safetensors")
+    assert main(["eval", str(tmp_path / "w.safetensors"), "--format", "json"]) == 2
+    assert "give the data to evaluate on" in capsys.readouterr().err
+    args = ["eval", str(tmp_path / "w.safetensors"), "--data", "digits", "--cache-dir", cache,
+            "--format", "json", "--plot", str(tmp_path / "c.png")]
+    assert main(args) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["model"] == "cifar_resnet" and got["top1"] == ref["top1"] and got["n"] == ref["n"]

@@ -175,8 +175,9 @@ def add_parser(sub) -> None:
         "eval", help="evaluate a trained run or checkpoint",
         description="Top-1, top-5 and per-class accuracy of a run (its best.pt) or a checkpoint, and a "
                     "confusion-matrix PNG. The run's own split settings are reused.")
-    e.add_argument("target", metavar="RUN_DIR|CHECKPOINT",
-                   help="a run folder (its best.pt, else last.pt) or a checkpoint file")
+    e.add_argument("target", metavar="RUN_DIR|CHECKPOINT|WEIGHTS",
+                   help="a run folder (its best.pt, else last.pt), a checkpoint file, or a .safetensors file "
+                        "written by cnnzoo.save_weights (then --data is required)")
     e.add_argument("--data", help="dataset spec (default: the one the run was trained on)")
     e.add_argument("--data-dir", help="where CIFAR's files are (default: the run's)")
     e.add_argument("--cache-dir", help="uint8 tensor cache (default: the run's)")

@@ -158,11 +158,42 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+def _evaluate_weights_file(path: Path, data: str | None, split: str, data_dir: str | None, device: str,
+                           batch_size: int, cache_dir: str | None, fast: bool
+                           ) -> tuple[EvalResult, dict[str, Any], list[str]]:
+    """A :func:`cnnzoo.save_weights` file knows its model, not its data: ``data`` is required; the
+    images are prepared as cnnzoo's training prepares them (the data's own mean/std, native size)."""
+    import cnnzoo
+    from cnnzoo.data import load_data
+
+    from .distributed import resolve_device
+
+    if data is None:
+        raise ValueError(f"{path} holds a model's weights but not the data it was trained on: give the data "
+                         "to evaluate on (--data, or data=)")
+    bundle = load_data(data, data_dir=data_dir or "./data", download=False, cache_dir=cache_dir)
+    if bundle.sizes.get(split, 0) == 0:
+        raise ValueError(f"the {split} split of {data} is empty")
+    dev = resolve_device(device)
+    model = cnnzoo.create_model(str(path)).to(dev)
+    if getattr(model, "num_classes", bundle.num_classes) != bundle.num_classes:
+        raise ValueError(f"{path} has a classifier for {model.num_classes} classes, but {data} has "
+                         f"{bundle.num_classes}")
+    if fast:
+        from cnnzoo.optimize import for_inference
+
+        model = for_inference(model)
+    loader = bundle.loader(split, batch_size, train=False, device=dev, channels_last=fast)
+    cfg = {"model": model.meta.name, "model_opts": dict(getattr(model, "model_opts", {})), "data": data}
+    return evaluate(model, loader, bundle.num_classes), cfg, list(bundle.class_names)
+
+
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
                         data_dir: str | None = None, device: str = "auto", batch_size: int = 256,
                         cache_dir: str | None = None, allow_other_classes: bool = False, fast: bool = False
                         ) -> tuple[EvalResult, dict[str, Any], list[str]]:
-    """Evaluate a run folder or checkpoint on ``split`` of its data (or of ``data``).
+    """Evaluate a run folder or checkpoint on ``split`` of its data (or of ``data``), or a
+    :func:`cnnzoo.save_weights` file on ``split`` of ``data`` (required then).
 
     Returns the result, the run's config and the class names. The split (train/val/test) is
     reproduced from the run's own data settings (validation size, seed, image size, subset).
@@ -177,6 +208,10 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     if split not in ("test", "val", "train"):
         raise ValueError(f"split={split!r} is not allowed; choose test, val or train")
     ckpt_path = resolve_checkpoint(path)
+    from cnnzoo.weights import sniff_format
+
+    if ckpt_path.is_file() and sniff_format(ckpt_path) == "safetensors":
+        return _evaluate_weights_file(ckpt_path, data, split, data_dir, device, batch_size, cache_dir, fast)
     ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["config"]
     from cnnzoo.data import load_data
