@@ -143,7 +143,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 def _offline(library: str, model: str, url: str, e: Exception) -> ValueError:
     reason = f"{type(e).__name__}: {_one_line(str(e), 100)}"
     return ValueError(f"cannot download {library}'s {model} weights ({reason}); offline, fetch {url} "
-                      f"elsewhere and pass its local path: pretrained='path/to/file'")
+                      f"elsewhere and pass its local path: pretrained='path/to/file' (command line: "
+                      f"--opt pretrained=path/to/file)")
 
 
 def download_torchvision(name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -350,7 +351,8 @@ def create_from_file(path: str | os.PathLike, source: str | None = None, **overr
     name, saved = saved_options(meta)
     if not name:
         raise ValueError(f"{path} does not say which model it holds (no cnnzoo metadata); name the model: "
-                         f"create_model('resnet20', pretrained={str(path)!r})")
+                         f"create_model('resnet20', pretrained={str(path)!r}), on the command line "
+                         f"resnet20 --opt pretrained={path}")
     return build_with_weights(name, state, str(path), source, saved, **overrides)
 
 

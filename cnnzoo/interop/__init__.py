@@ -277,7 +277,8 @@ def mismatch_message(model: nn.Module, renamed: Renamed, what: str | None = None
         opts = {}
     if opts:
         args = ", ".join(f"{k}={v!r}" for k, v in opts.items())
-        msg += f" (these weights need the options {args}: create_model(name, pretrained=FILE) sets them)"
+        msg += (f" (these weights need the options {args}: create_model(name, pretrained=FILE), or "
+                "--opt pretrained=FILE on the command line, sets them)")
     return msg
 
 
