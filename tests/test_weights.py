@@ -357,3 +357,15 @@ def test_eval_rebuilds_a_saved_weights_file(tmp_path, capsys):
     assert main(args) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["model"] == "cifar_resnet" and got["top1"] == ref["top1"] and got["n"] == ref["n"]
+
+
+@pytest.mark.parametrize("wrap", ["net", "params"])
+def test_cifar_repo_wrappers_are_unwrapped(tmp_path, r20, wrap):
+    state = r20.state_dict()
+    if wrap == "params":  # szagoruyko keeps BN statistics apart
+        stats = {k: v for k, v in state.items() if "running" in k or "num_batches" in k}
+        obj = {"params": {k: v for k, v in state.items() if k not in stats}, "stats": stats, "epoch": 3}
+    else:
+        obj = {"net": state, "acc": 91.0, "epoch": 3}
+    torch.save(obj, tmp_path / "ckpt.pth")
+    assert _same(cnnzoo.create_model("resnet20", pretrained=tmp_path / "ckpt.pth"), r20, _x())
