@@ -28,7 +28,8 @@ from cnnzoo.studies import (
     get_study,
     run_study,
 )
-from cnnzoo.studies._study import Part, Verdict, expect, no_worse
+from cnnzoo.studies._common import TINY_RESNET
+from cnnzoo.studies._study import Cell, Part, Verdict, expect, no_worse
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -170,6 +171,27 @@ def test_jobs_2_trains_side_by_side_with_the_same_results(tmp_path, cache):
     path.write_text(json.dumps(run))
     with pytest.raises(ValueError, match=r"gap-s0 was trained with lr=1\.5"):
         run_study("heads", "smoke", out=tmp_path / "one", cache_dir=cache, echo=lambda s: None)
+
+
+def test_a_run_whose_loss_diverges_is_recorded_and_the_others_go_on(tmp_path, cache, monkeypatch):
+    tiny = {"depth": 8, **TINY_RESNET}
+    base = get_study("degradation")
+    cells = (Cell("steady", "cifar_resnet", tiny), Cell("wild", "cifar_resnet", tiny, train={"lr": 1e30}))
+    study = dataclasses.replace(
+        base, name="diverging", plots=(),
+        scales={"smoke": dataclasses.replace(base.scales["smoke"], cells=cells)},
+        judge=lambda r: Verdict((expect("steady below wild", Diff.of(r, "steady", "wild"), higher=False),)))
+    monkeypatch.setitem(STUDIES, "diverging", study)
+    lines: list[str] = []
+    res = run_study("diverging", "smoke", out=tmp_path, cache_dir=cache, echo=lines.append)
+    steady, wild = res["cells"]
+    assert "error" not in steady and steady["test_error"] is not None
+    assert "the loss became" in wild["error"] and any("wild seed 0: failed" in line for line in lines)
+    assert [s["failed_seeds"] for s in res["summary"]] == [[], [0]]
+    assert res["verdict"]["verdict"] == NOT_VISIBLE
+    assert "| wild | `cifar_resnet` depth=8" in (tmp_path / "table.md").read_text()
+    assert "0 (1 failed)" in (tmp_path / "table.md").read_text()
+    assert _png_size(tmp_path / "errors.png")[0] >= 500
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 # smoke: seconds per cell on the embedded digits at their native 8x8, for the tests.
 SMOKE = dict(image_size=8, subset=256, val_size=64, iters=24, batch_size=32, recipe="fast", precise_bn=2)
-SMOKE_ABOUT = ("digits at 8x8 (192 training, 64 validation, 256 test images), 24 steps of 32 "
+SMOKE_ABOUT = ("digits at 8x8 (192 training, 64 validation, 256 test images), 24 steps at batch 32 "
                "(4 epochs), recipe fast, tiny widths: it checks the machinery; the networks barely "
                "start learning, so its verdicts say nothing about the claim")
 
-# cpu: CIFAR-10 on two CPU cores: the first 10,000 training images (1,000 held out for
-# validation) and the first 10,000 test images, a few epochs of the one-cycle fast recipe.
+# cpu: CIFAR-10 on two CPU cores: a fixed random 10,000 of the training images (the same for
+# every seed; 1,000 of them held out for validation) and the 10,000 test images, a few epochs of
+# the one-cycle fast recipe.
 CPU = dict(subset=10_000, val_size=1_000, batch_size=128, recipe="fast", precise_bn=5)
 
 
 def cpu_about(epochs: int, extra: str = "") -> str:
-    return (f"CIFAR-10 (--data): 9,000 training, 1,000 validation, 10,000 test images at 32x32, "
-            f"{epochs} epochs of 128, recipe fast{extra}")
+    return (f"CIFAR-10 from --data at 32x32: a fixed 10,000 of the training images (9,000 to train, "
+            f"1,000 to validate) and the 10,000 test images; {epochs} epochs at batch 128, recipe "
+            f"fast{extra}")
 
 
 # paper: the full training set (45,000 / 5,000 split, as the ResNet paper), the papers' recipes.

@@ -64,8 +64,13 @@ def _configs(results: dict) -> list[str]:
     return list(dict.fromkeys(c["cell"] for c in results["cells"]))
 
 
+def _finished(results: dict, name: str) -> list[dict]:
+    """The records of configuration ``name`` that have results (not a run whose loss diverged)."""
+    return [c for c in results["cells"] if c["cell"] == name and "error" not in c]
+
+
 def _values(results: dict, name: str, key: str) -> list[float]:
-    return [c[key] for c in results["cells"] if c["cell"] == name and c.get(key) is not None]
+    return [c[key] for c in _finished(results, name) if c.get(key) is not None]
 
 
 def error_chart(results: dict, out: Path) -> Path:
@@ -121,13 +126,13 @@ def degradation_curves(results: dict, out: Path) -> Path:
     names = _configs(results)
     depths = sorted({int(re.search(r"\d+$", n).group()) for n in names})
     # smooth the batch errors over about 1/20 of the run (at least one logged step)
-    window = max(1, max((len(c["steps"]) for c in results["cells"]), default=0) // 20)
+    window = max(1, max((len(c.get("steps", [])) for c in results["cells"]), default=0) // 20)
     colours = dict(zip(depths, plt.get_cmap("viridis")([i / max(len(depths) - 1, 1) * 0.85
                                                          for i in range(len(depths))]), strict=True))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     for ax, kind, label in ((axes[0], "plain", "plain networks"), (axes[1], "resnet", "ResNets (option A)")):
         for d in depths:
-            cells = [c for c in results["cells"] if c["cell"] == f"{kind}{d}"]
+            cells = _finished(results, f"{kind}{d}")
             if not cells:
                 continue
             colour = colours[d]

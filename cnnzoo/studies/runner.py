@@ -141,7 +141,9 @@ def _execute(task: dict[str, Any]) -> dict[str, Any]:
                 train(resolve_config(task["flags"]), model=model)
         except TrainingDiverged as e:
             print(f"error: {e}")
-            return {"cell": cell.name, "seed": task["seed"], "error": str(e)}
+            return {"cell": cell.name, "seed": task["seed"], "model": cell.model,
+                    "model_opts": _plain(dict(cell.opts)), "note": cell.note,
+                    "run": os.path.relpath(run, out), "error": str(e)}
     return read_cell(run, cell, task["seed"], out)
 
 
@@ -296,7 +298,12 @@ def run_study(study: str | Study, scale: str = "smoke", *, data: str | None = No
         # keep what is done on disk as it comes: an interrupted study still shows its finished cells
         _write_results(out, {**header(), "cells": _ordered(records, plan), "analysis": analysis})
 
-    _run_tasks(tasks, jobs, done, echo)
+    try:
+        _run_tasks(tasks, jobs, done, echo)
+    except KeyboardInterrupt:
+        finished = sum(1 for r in records.values() if "error" not in r)
+        raise KeyboardInterrupt(f"interrupted with {finished} of {total} runs finished; the same command "
+                                f"resumes the study in {out}") from None
 
     cells = _ordered(records, plan)
     res = Results([c for c in cells if "error" not in c], analysis)
@@ -373,9 +380,9 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [c for c in cells if c["cell"] == name and "error" not in c]
         failed = [c["seed"] for c in cells if c["cell"] == name and "error" in c]
         row: dict[str, Any] = {"cell": name, "seeds": [c["seed"] for c in mine], "failed_seeds": failed}
-        if mine:
-            row.update(model=mine[0]["model"], model_opts=mine[0]["model_opts"], note=mine[0]["note"],
-                       params=mine[0]["params"], macs=mine[0]["macs"])
+        first = next(c for c in cells if c["cell"] == name)
+        row.update(model=first["model"], model_opts=first["model_opts"], note=first["note"],
+                   params=mine[0]["params"] if mine else None, macs=mine[0]["macs"] if mine else None)
         for metric in ("train_error", "val_error", "test_error", "seconds"):
             m, s = mean_std([c[metric] for c in mine if c.get(metric) is not None])
             row[metric] = {"mean": m, "std": s}

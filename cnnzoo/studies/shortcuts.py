@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ._common import CPU, PAPER, SMOKE, SMOKE_ABOUT, TINY_RESNET, cpu_about
-from ._study import Cell, Diff, Results, Scale, Study, Verdict, exact, expect
+from ._study import NOT_VISIBLE, Cell, Diff, Part, Results, Scale, Study, Verdict, exact, expect
 
 OPTIONS = {
     "A": "A: identity, zero-padded where the width grows (no parameters)",
@@ -42,14 +42,18 @@ def judge(results: Results) -> Verdict:
     p = {k: results.first("none" if k == "none" else f"option_{k}", "params") for k in OPTIONS}
     ref = results.analysis.get("resnet34", {})
     r34 = {k: v["params"] for k, v in ref.items()}
-    holds = (p["A"] == p["none"] < p["B"] < p["C"]
-             and (not r34 or r34["A"] == r34["none"] < r34["B"] < r34["C"]))
+    claim = "option A adds no parameters to the plain net; B adds a few, C the most"
     numbers = "params none / A / B / C: " + " / ".join(f"{p[k]:,}" if p[k] is not None else "n/a"
                                                        for k in ("none", "A", "B", "C"))
     if r34:
         numbers += "; ResNet-34: " + " / ".join(f"{r34[k]:,}" for k in ("none", "A", "B", "C"))
+    if None in p.values():
+        params = Part(claim, NOT_VISIBLE, numbers + " (a configuration has no finished run)")
+    else:
+        params = exact(claim, p["A"] == p["none"] < p["B"] < p["C"]
+                       and (not r34 or r34["A"] == r34["none"] < r34["B"] < r34["C"]), numbers)
     return Verdict((
-        exact("option A adds no parameters to the plain net; B adds a few, C the most", holds, numbers),
+        params,
         expect("option A has a lower test error than no shortcut", Diff.of(results, "option_A", "none"),
                higher=False),
         expect("option B has a lower test error than A (slightly, in the paper)",
