@@ -151,6 +151,7 @@ def test_a_killed_study_resumes_without_rerunning_finished_runs(tmp_path, cache)
 
     # a study whose run folders are gone (a committed results.json) is taken from results.json
     shutil.rmtree(out / "runs")
+    (out / "study.json").unlink()
     again = run_study("degradation", "smoke", out=out, cache_dir=cache, echo=lambda s: None)
     assert again["trained_now"] == 0 and again["cells"] == res["cells"]
 

@@ -16,7 +16,7 @@ rerun, one holding ``last.pt`` continues from it (``train(resume=...)``), and a 
 interruption left without a checkpoint starts over. A cell missing from ``DIR/runs/`` but
 recorded in ``DIR/results.json`` (e.g. a committed study) is taken from there. Every reused cell
 must have been trained with the values the study sets now, and ``DIR`` must hold the same study,
-scale and data (``DIR/study.json``); otherwise ``ValueError``.
+scale and data (``DIR/study.json``, else ``DIR/results.json``); otherwise ``ValueError``.
 
 ``jobs > 1`` trains that many cells side by side, each in its own process with one torch thread.
 """
@@ -35,7 +35,7 @@ from typing import Any
 
 from . import get_study
 from ._plots import error_chart
-from ._study import SCALES, Cell, Results, Scale, Study, mean_std, pct
+from ._study import SCALES, Cell, Results, Scale, mean_std, pct
 
 # Config keys that say where and how a cell ran, not what it trained: a finished cell is reused
 # whatever their values.
@@ -122,15 +122,10 @@ def read_cell(run: Path, cell: Cell, seed: int, out: Path) -> dict[str, Any]:
 def _execute(task: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) one cell; return its record, or ``{"error": ...}`` if its loss diverged.
     Its output goes to its log file."""
-    import torch
-
     from cnnzoo.train import TrainingDiverged, resolve_config, train
 
-    study = get_study(task["study"])
-    cell = study.scales[task["scale"]].cells[task["index"]]
+    cell = get_study(task["study"]).scales[task["scale"]].cells[task["index"]]
     run, out = Path(task["run"]), Path(task["out"])
-    if task["threads"]:
-        torch.set_num_threads(task["threads"])
     Path(task["log"]).parent.mkdir(parents=True, exist_ok=True)
     with open(task["log"], "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         model = cell.build(dict(cell.opts), task["num_classes"], task["in_chans"]) if cell.build else None
@@ -163,24 +158,32 @@ def _clear_unstarted(run: Path) -> None:
 # The study.
 
 
-def _check_manifest(out: Path, name: str, scale: str, data: str) -> None:
-    path = out / MANIFEST
-    mine = {"study": name, "scale": scale, "data": data}
-    if path.is_file():
+def _identity(out: Path) -> dict[str, Any] | None:
+    """The study, scale and data ``out`` holds: its ``study.json``, else its ``results.json`` (a
+    committed study without the rest); ``None`` if neither is readable."""
+    for name in (MANIFEST, "results.json"):
         try:
-            theirs = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            theirs = None
+            d = json.loads((out / name).read_text())
+            return {k: d.get(k) for k in ("study", "scale", "data")}
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
+def _check_manifest(out: Path, name: str, scale: str, data: str) -> None:
+    mine = {"study": name, "scale": scale, "data": data}
+    theirs = _identity(out)
+    if theirs is not None:
         if theirs != mine:
-            raise ValueError(f"{out} holds another study ({path}: {theirs}); this one is {mine}: choose "
-                             "another --out")
+            raise ValueError(f"{out} holds another study ({theirs}); this one is {mine}: "
+                             "choose another --out")
     elif out.is_dir() and any(p.name != "logs" for p in out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no study ({MANIFEST} is missing): "
                          "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     from cnnzoo.train.checkpoint import atomic_write_json
 
-    atomic_write_json(mine, path)
+    atomic_write_json(mine, out / MANIFEST)
 
 
 def _previous(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
@@ -208,16 +211,17 @@ def _data_label(spec: str) -> str:
     return data_label(spec)
 
 
-def run_study(study: str | Study, scale: str = "smoke", *, data: str | None = None, seeds: int | None = None,
+def run_study(name: str, scale: str = "smoke", *, data: str | None = None, seeds: int | None = None,
               jobs: int = 1, out: str | os.PathLike | None = None, device: str = "auto",
               cache_dir: str | None = None, echo: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Run (or resume) a study; write ``results.json``, ``table.md`` and the PNGs; return the results.
+    """Run (or resume) study ``name``; write ``results.json``, ``table.md`` and the PNGs; return the
+    results (``results.json``'s content).
 
     ``data`` defaults to the scale's (``digits`` at smoke scale; the cpu and paper scales need it);
     ``seeds`` to the scale's number of seeds (seeds ``0 .. seeds-1``). ``echo`` receives one line
     per cell. Bad arguments, a missing dataset or a ``DIR`` holding something else: ``ValueError``.
     """
-    study = get_study(study) if isinstance(study, str) else study
+    study = get_study(name)
     if scale not in study.scales:
         choices = ", ".join(s for s in SCALES if s in study.scales)
         raise ValueError(f"unknown scale {scale!r}; choose one of {choices}")
@@ -270,7 +274,6 @@ def run_study(study: str | Study, scale: str = "smoke", *, data: str | None = No
             tasks.append({"study": study.name, "scale": scale, "index": index, "seed": seed, "run": str(run),
                           "out": str(out), "log": str(out / "logs" / f"{cell.name}-s{seed}.log"),
                           "resume": resume, "what": "resuming from its checkpoint" if resume else "training",
-                          "threads": 1 if jobs > 1 else None,
                           "flags": {**flags, "out": str(run), "device": device, "cache_dir": cache_dir,
                                     "threads": 1 if jobs > 1 else None},
                           "num_classes": bundle.num_classes, "in_chans": bundle.input_size[0]})
@@ -278,8 +281,8 @@ def run_study(study: str | Study, scale: str = "smoke", *, data: str | None = No
     label = _data_label(data)
     total = len(plan)
     echo(f"study {study.name} at {scale} scale on {label}: {total} runs ({len(sc.cells)} configurations x "
-         f"{seeds} seed{'s' if seeds > 1 else ''}), {total - len(tasks)} already done, {len(tasks)} to train"
-         f"{f', {jobs} side by side' if jobs > 1 and len(tasks) > 1 else ''}; writing {out}")
+         f"{seeds} seed{'s' if seeds > 1 else ''}), {total - len(tasks)} already done, {len(tasks)} to train; "
+         f"writing {out}")
 
     def header() -> dict[str, Any]:
         return {"study": study.name, "title": study.title, "claim": study.claim, "source": study.source,
@@ -287,7 +290,7 @@ def run_study(study: str | Study, scale: str = "smoke", *, data: str | None = No
                 "data": data, "data_label": label, "seeds": list(range(seeds)),
                 "data_sizes": dict(bundle.sizes), "input_size": list(bundle.input_size)}
 
-    def done(task: dict[str, Any], record: dict[str, Any], n: int) -> None:
+    def done(record: dict[str, Any], n: int) -> None:
         key = (record["cell"], record["seed"])
         records[key] = record
         if "error" in record:
@@ -334,33 +337,25 @@ def _write_results(out: Path, results: dict[str, Any]) -> None:
 
 
 def _run_tasks(tasks: list[dict[str, Any]], jobs: int, done, echo) -> None:
-    for i, t in enumerate(tasks, 1):
-        t["n"] = i
+    """Run ``tasks``, one after the other or ``jobs`` at a time; ``done(record, n)`` as each ends."""
     if jobs == 1 or len(tasks) <= 1:
-        for t in tasks:
-            echo(f"[{t['n']}/{len(tasks)}] {_name(t)}: {t['what']} (log: {t['log']})")
-            done(t, _execute(t), t["n"])
+        for n, t in enumerate(tasks, 1):
+            echo(f"[{n}/{len(tasks)}] {_name(t)}: {t['what']} (log: {t['log']})")
+            done(_execute(t), n)
         return
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    workers = min(jobs, len(tasks))
+    echo(f"training {len(tasks)} runs, {workers} at a time (logs in {Path(tasks[0]['log']).parent})")
     # spawn, not fork: a forked copy of a process that has run torch may hang in its thread pools
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
-                               mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        running = {}
-        for t in tasks:
-            echo(f"[{t['n']}/{len(tasks)}] {_name(t)}: {t['what']} (log: {t['log']})")
-            running[pool.submit(_execute, t)] = t
-        finished = 0
-        while running:
-            ready, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in ready:
-                t = running.pop(f)
-                finished += 1
-                done(t, f.result(), t["n"])
+        futures = [pool.submit(_execute, t) for t in tasks]
+        for n, f in enumerate(as_completed(futures), 1):
+            done(f.result(), n)
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # running runs save their checkpoint first
         raise
     pool.shutdown(wait=True)
 
