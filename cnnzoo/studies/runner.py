@@ -281,8 +281,8 @@ def run_study(name: str, scale: str = "smoke", *, data: str | None = None, seeds
     label = _data_label(data)
     total = len(plan)
     echo(f"study {study.name} at {scale} scale on {label}: {total} runs ({len(sc.cells)} configurations x "
-         f"{seeds} seed{'s' if seeds > 1 else ''}), {total - len(tasks)} already done, {len(tasks)} to train; "
-         f"writing {out}")
+         f"{seeds} seed{'s' if seeds > 1 else ''}), {total - len(tasks)} already done, {len(tasks)} to "
+         f"train; writing {out}")
 
     def header() -> dict[str, Any]:
         return {"study": study.name, "title": study.title, "claim": study.claim, "source": study.source,
