@@ -18,13 +18,27 @@ __version__ = "0.1.0"
 _REGISTRY_API = ("ModelMeta", "create_model", "get_model_meta", "list_models", "register_alias",
                  "register_model")
 _WEIGHTS_API = ("save_weights",)
-_SUBPACKAGES = ("analysis", "data", "export", "features", "interop", "layers", "models", "predict", "train",
-                "weights")
+_SUBPACKAGES = ("analysis", "bench", "data", "export", "features", "interop", "layers", "models", "optimize",
+                "predict", "studies", "train", "weights")
 
 __all__ = [*_REGISTRY_API, *_WEIGHTS_API, "__version__"]
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and IDEs
-    from . import analysis, data, export, features, interop, layers, models, predict, train, weights  # noqa: F401
+    from . import (  # noqa: F401
+        analysis,
+        bench,
+        data,
+        export,
+        features,
+        interop,
+        layers,
+        models,
+        optimize,
+        predict,
+        studies,
+        train,
+        weights,
+    )
     from ._registry import (  # noqa: F401
         ModelMeta,
         create_model,

@@ -271,3 +271,13 @@ def test_resume_with_more_iters_extends_a_finished_run(tiny_run, tmp_path, capsy
     assert load_checkpoint(out / "last.pt")["step"] == 14
     assert main(["train", "--resume", str(out), "--iters", "14", "--lr", "1"]) == 2
     assert "drop --lr" in capsys.readouterr().err
+
+
+def test_every_public_subpackage_is_an_attribute_of_cnnzoo():
+    import pkgutil
+
+    public = sorted(m.name for m in pkgutil.iter_modules(cnnzoo.__path__)
+                    if not m.name.startswith("_") and m.name not in ("cli", "commands"))
+    assert public == sorted(cnnzoo._SUBPACKAGES)
+    for name in public:
+        assert getattr(cnnzoo, name).__name__ == f"cnnzoo.{name}"
