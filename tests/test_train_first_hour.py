@@ -222,3 +222,25 @@ def test_eval_fast_path_gives_the_same_accuracy(run_dir):
     # for_inference equals the model to float32 rounding (tests/test_optimize.py); at most a
     # prediction whose two top logits are that close may flip
     assert abs(fast.top1 - plain.top1) * plain.n <= 1 and fast.n == plain.n
+
+
+def test_compile_time_is_left_out_of_images_per_s(monkeypatch, cache_dir, tmp_path, capsys):
+    import time as _time
+
+    class SlowFirstCall(torch.nn.Module):  # stands in for torch.compile: the first call "compiles"
+        def __init__(self, m):
+            super().__init__()
+            self.m, self.calls = m, 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 1:
+                _time.sleep(5)
+            return self.m(x)
+
+    monkeypatch.setattr(torch, "compile", SlowFirstCall)
+    res = train(tiny(tmp_path / "c", cache_dir, epochs=1, compile=True))
+    assert "torch.compile: the first step took 5." in capsys.readouterr().out
+    row = load_checkpoint(tmp_path / "c" / "last.pt")["history"][0]
+    # 448 images in 7 steps: with the 5 s inside, images/s could not exceed 448 / 5 = 90
+    assert row["images_per_s"] > 448 / 5 and res["seconds"] > 5
