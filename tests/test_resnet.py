@@ -80,6 +80,31 @@ def test_zero_init_last_makes_identity_units(unit, block, shortcut):
         assert not torch.allclose(u(x), u.post_add(x))
 
 
+@pytest.mark.parametrize("unit,shortcut", list(itertools.product(UNITS, ["A", "B", "C"])))
+def test_every_unit_computes_its_formula_and_leaves_its_input_alone(unit, shortcut):
+    # y = post_add(body(pre(x)) + shortcut(x, pre(x))), with x itself unchanged: an in-place ReLU
+    # in pre once rewrote x, so Fig. 4(d) silently computed Fig. 4(a)
+    for u in units(tiny(unit=unit, shortcut=shortcut).eval()):
+        x = torch.randn(2, u.body[0].in_channels, 6, 6)
+        x0 = x.clone()
+        with torch.no_grad():
+            y = u(x)
+            h = u.pre(x0.clone())
+            expected = u.post_add(u.body(h) + u.shortcut(x0.clone(), h))
+        assert torch.equal(x, x0), f"{unit}: the unit changed its input"
+        torch.testing.assert_close(y, expected, rtol=0, atol=0)
+
+
+def test_relu_preact_is_not_the_original_unit():
+    torch.manual_seed(0)
+    a = cnnzoo.create_model("resnet20", unit="post").eval()
+    torch.manual_seed(0)
+    d = cnnzoo.create_model("resnet20", unit="relu_preact").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (a(x) - d(x)).abs().max() > 1e-3
+
+
 def test_orderings_place_norm_and_act_as_the_paper():
     def layout(unit):
         u = units(tiny(unit=unit))[0]

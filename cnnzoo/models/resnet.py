@@ -130,13 +130,23 @@ PROJECTION_INPUTS = ("pre", "raw")  # what a projection shortcut sees in a pre-a
 STEM_POOLS = ("pad", "ceil")  # the ImageNet stem's 3x3/2 max-pool: padding 1, or Caffe's ceil mode
 
 
-def _ops(tokens: Sequence[str], channels: int, norm_layer, act_layer, prefix: str = "") -> nn.Module:
-    """A Sequential of norm/act modules named ``norm``/``act`` (+ prefix), or Identity if empty."""
+def _ops(tokens: Sequence[str], channels: int, norm_layer, act_layer, prefix: str = "",
+         keep_input: bool = False) -> nn.Module:
+    """A Sequential of norm/act modules named ``norm``/``act`` (+ prefix), or Identity if empty.
+
+    ``keep_input``: the input is used again afterwards (a unit's ``pre``, whose input the shortcut
+    adds), so a leading activation must not work in place.
+    """
     if not tokens:
         return nn.Identity()
     mods = OrderedDict()
-    for t in tokens:
-        mods[f"{t}{prefix}"] = norm_layer(channels) if t == "norm" else act_layer()
+    for i, t in enumerate(tokens):
+        m = norm_layer(channels) if t == "norm" else act_layer()
+        if i == 0 and keep_input and getattr(m, "inplace", False):
+            # An in-place ReLU here rewrote x itself, so the shortcut added relu(x) instead of x:
+            # Fig. 4(d) (ReLU-only pre-activation) computed exactly the original unit, Fig. 4(a).
+            m.inplace = False
+        mods[f"{t}{prefix}"] = m
     return nn.Sequential(mods)
 
 
@@ -219,7 +229,7 @@ class ResidualUnit(nn.Module):
         out_chs = body[-1].width
         stride = max(c.stride for c in body)
         self.ordering = ordering
-        self.pre = _ops(ordering.pre, in_chs, norm_layer, act_layer)
+        self.pre = _ops(ordering.pre, in_chs, norm_layer, act_layer, keep_input=True)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c = in_chs
         for i, spec in enumerate(body, 1):
