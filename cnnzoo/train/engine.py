@@ -515,7 +515,7 @@ class Trainer:
         self.epoch_train_seconds = 0.0
         self.epoch_untimed = 0  # images of this epoch not in its throughput (torch.compile's first step)
         self.seconds = 0.0
-        # every log_every steps: step, running train loss and top-1 of this epoch, lr (curves.png)
+        # every log_every steps: step, that step's batch loss and top-1, lr (curves.png)
         self.step_log: list[dict[str, float]] = []
         self.log_every = max(1, self.total // 200)
         self._compiled_step_done = not cfg.compile

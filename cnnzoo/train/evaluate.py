@@ -166,26 +166,37 @@ def _evaluate_weights_file(path: Path, data: str | None, split: str, data_dir: s
     import cnnzoo
     from cnnzoo.data import load_data
 
-    from .distributed import resolve_device
-
     if data is None:
         raise ValueError(f"{path} holds a model's weights but not the data it was trained on: give the data "
                          "to evaluate on (--data, or data=)")
     bundle = load_data(data, data_dir=data_dir or "./data", download=False, cache_dir=cache_dir)
     if bundle.sizes.get(split, 0) == 0:
         raise ValueError(f"the {split} split of {data} is empty")
-    dev = resolve_device(device)
-    model = cnnzoo.create_model(str(path)).to(dev)
+    model = cnnzoo.create_model(str(path))
     if getattr(model, "num_classes", bundle.num_classes) != bundle.num_classes:
         raise ValueError(f"{path} has a classifier for {model.num_classes} classes, but {data} has "
                          f"{bundle.num_classes}")
+    cfg = {"model": model.meta.name, "model_opts": dict(getattr(model, "model_opts", {})), "data": data}
+    return _evaluate_model(model, bundle, split, device, batch_size, None, False, fast), cfg, list(
+        bundle.class_names)
+
+
+def _evaluate_model(model: nn.Module, bundle, split: str, device: str, batch_size: int,
+                    amp: torch.dtype | None, channels_last: bool, fast: bool) -> EvalResult:
+    """``model`` on ``split`` of ``bundle``, as trained (``amp``, ``channels_last``) or through the
+    inference fast path (``fast``: weights already in the AMP dtype, so no autocast)."""
+    from .distributed import resolve_device
+
+    dev = resolve_device(device)
+    model = model.to(dev)
     if fast:
         from cnnzoo.optimize import for_inference
 
-        model = for_inference(model)
-    loader = bundle.loader(split, batch_size, train=False, device=dev, channels_last=fast)
-    cfg = {"model": model.meta.name, "model_opts": dict(getattr(model, "model_opts", {})), "data": data}
-    return evaluate(model, loader, bundle.num_classes), cfg, list(bundle.class_names)
+        model, amp, channels_last = for_inference(model, dtype=amp), None, True
+    elif channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = bundle.loader(split, batch_size, train=False, device=dev, channels_last=channels_last)
+    return evaluate(model, loader, bundle.num_classes, amp)
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
@@ -202,20 +213,18 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     ``fast`` evaluates through :func:`cnnzoo.optimize.for_inference` (BN folded, channels-last;
     bf16 weights when the run trained with ``amp="bf16"``).
     """
+    from cnnzoo.data import load_data
+    from cnnzoo.weights import sniff_format
+
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .distributed import resolve_device
 
     if split not in ("test", "val", "train"):
         raise ValueError(f"split={split!r} is not allowed; choose test, val or train")
     ckpt_path = resolve_checkpoint(path)
-    from cnnzoo.weights import sniff_format
-
     if ckpt_path.is_file() and sniff_format(ckpt_path) == "safetensors":
         return _evaluate_weights_file(ckpt_path, data, split, data_dir, device, batch_size, cache_dir, fast)
     ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["config"]
-    from cnnzoo.data import load_data
-
     bundle = load_data(data or cfg["data"], data_dir=data_dir or cfg["data_dir"], download=False,
                        val_size=cfg["val_size"], seed=cfg["seed"], image_size=cfg["image_size"],
                        subset=cfg["subset"], cache_dir=cache_dir or cfg["cache_dir"])
@@ -233,16 +242,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
         warnings.warn(f"{what}: the rows carry the new names", stacklevel=2)
     if bundle.sizes.get(split, 0) == 0:
         raise ValueError(f"the {split} split of {data or cfg['data']} is empty")
-    dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt, str(ckpt_path)).to(dev)
-    amp = AMP_DTYPES.get(cfg.get("amp", "none"))
-    channels_last = bool(cfg.get("channels_last"))
-    if fast:
-        from cnnzoo.optimize import for_inference
-
-        # weights already in the run's AMP dtype: no autocast; evaluate() takes float logits
-        model, amp, channels_last = for_inference(model, dtype=amp), None, True
-    elif channels_last:
-        model.to(memory_format=torch.channels_last)
-    loader = bundle.loader(split, batch_size, train=False, device=dev, channels_last=channels_last)
-    return evaluate(model, loader, bundle.num_classes, amp), cfg, list(bundle.class_names)
+    model = model_from_checkpoint(ckpt, str(ckpt_path))
+    result = _evaluate_model(model, bundle, split, device, batch_size, AMP_DTYPES.get(cfg.get("amp", "none")),
+                             bool(cfg.get("channels_last")), fast)
+    return result, cfg, list(bundle.class_names)
