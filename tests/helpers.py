@@ -69,7 +69,9 @@ def tiny_config(out, cache_dir, **kw):
 
     flags = dict(model="cifar_resnet", model_opts=dict(TINY), data="digits", image_size=16, subset=512,
                  val_size=64, cache_dir=cache_dir, out=str(out), epochs=1, batch_size=64, lr=0.1,
-                 device="cpu")
+                 device="cpu", channels_last=False)
+    # NCHW, not "auto": tests that compare two runs bit for bit must not depend on a timing
+    # (tests/test_layout.py covers "auto")
     if "iters" in kw:
         del flags["epochs"]
     flags.update(kw)

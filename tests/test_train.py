@@ -295,7 +295,7 @@ def test_resume_after_sigkill_mid_epoch_is_bit_identical(tmp_path, cache_dir):
     args = ["train", "cifar_resnet", "--data", "digits", "--image-size", 16, "--subset", 256,
             "--val-size", 32, "--cache-dir", cache_dir, "--out", tmp_path / "killed", "--batch-size", 32,
             "--iters", 12, "--checkpoint-every", 3, "--ema", 0.9, "--mixup", 0.4, "--lr", cfg.lr,
-            "--device", "cpu"]
+            "--device", "cpu", "--channels-last", "off"]
     for k, v in cfg.model_opts.items():
         args += ["--opt", f"{k}={v}".replace(" ", "")]
     r = cli(*args, env={"CNNZOO_KILL_AT_STEP": "10"})

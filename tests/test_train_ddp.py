@@ -9,11 +9,13 @@ The two runs sum the same gradients in a different order, so they agree to float
 not bit for bit. The comparison is only meaningful if the training map is smooth: with ReLU,
 the digits' constant backgrounds put thousands of activations on one value, and a one-ulp
 difference in the weights can switch them all across the kink at once (on AVX2 kernels this
-moved stem.conv.weight by 5.7e-5 after 4 steps, 2% of its update). SiLU makes the map smooth,
-and the tolerance then follows from the arithmetic: each step's update is rounded to a few ulps
-of the weight, and momentum carries a gradient's rounding error into later steps, at most
-1 / (1 - momentum) times; so after ``steps`` steps a weight tensor may differ by
-``ULPS_PER_STEP / (1 - momentum) * steps * eps32 * max|w|``. Measured: at most 2.2x
+moved stem.conv.weight by 5.7e-5 after 4 steps, 2% of its update). SiLU makes the map smooth
+(and both runs train in NCHW, not in a format chosen by timing), and the tolerance then follows
+from the arithmetic: each step's update is rounded to a few ulps of the weight, and momentum
+carries a gradient's rounding error into later steps, at most 1 / (1 - momentum) times; so
+after ``steps`` steps a weight tensor may differ by
+``ULPS_PER_STEP / (1 - momentum) * steps * eps32 * max|w|``.
+Measured: at most 2.2x
 ``steps * eps32 * max|w|`` on AVX2 and AVX-512 kernels alike (ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 emulates the former), well inside the bound of 40x; a real DDP error
 (an unaveraged gradient, a wrong shard) moves the weights by a sizeable part of the update.
@@ -40,13 +42,14 @@ ULPS_PER_STEP = 4
 def test_two_processes_of_64_equal_one_of_128(tmp_path):
     cache = tmp_path / "cache"
     common = dict(data="digits", image_size=16, subset=384, val_size=0, cache_dir=str(cache), iters=STEPS,
-                  device="cpu", lr=0.1, schedule="constant", warmup=0)
+                  device="cpu", lr=0.1, schedule="constant", warmup=0, channels_last=False)
     # 384 images: 3 global batches per epoch, so 4 steps cross an epoch boundary.
     one = train(resolve_config({"model": "cifar_resnet", "model_opts": OPTS, "batch_size": 128,
                                 "out": str(tmp_path / "one"), **common}))
     args = ["--data", "digits", "--image-size", "16", "--subset", "384", "--val-size", "0",
             "--cache-dir", str(cache), "--iters", str(STEPS), "--device", "cpu", "--lr", "0.1",
-            "--schedule", "constant", "--warmup", "0", "--batch-size", "64", "--out", str(tmp_path / "two")]
+            "--schedule", "constant", "--warmup", "0", "--channels-last", "off", "--batch-size", "64",
+            "--out", str(tmp_path / "two")]
     for k, v in OPTS.items():
         args += ["--opt", f"{k}={v}".replace(" ", "")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

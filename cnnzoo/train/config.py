@@ -80,7 +80,9 @@ class TrainConfig:
     # execution
     seed: int = 0
     amp: str = "none"
-    channels_last: bool = False
+    # memory format: True (channels-last), False (NCHW) or "auto": the faster of the two for this
+    # run, measured before the first step (cnnzoo/train/layout.py); config.yaml records the choice
+    channels_last: bool | str = "auto"
     compile: bool = False
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads per process (None: torch's default)
@@ -336,6 +338,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(0 < cfg.warmup_factor <= 1, f"warmup_factor must be in (0, 1], got {cfg.warmup_factor!r}")
     _check(all(0 < m < 1 for m in cfg.milestones) and list(cfg.milestones) == sorted(cfg.milestones),
            f"milestones must be increasing fractions of the run in (0, 1), got {cfg.milestones!r}")
+    _check(cfg.channels_last in (True, False, "auto"),
+           f"channels_last must be true, false or 'auto', got {cfg.channels_last!r}")
     for name in ("min_steps_per_epoch", "precise_bn"):
         v = getattr(cfg, name)
         _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0,

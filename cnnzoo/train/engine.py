@@ -484,6 +484,8 @@ class Trainer:
             self.notes += load_init_weights(model, cfg.init_from)
         self.raw = model.to(self.device)
         self.depth = network_depth(self.raw)
+        if cfg.channels_last == "auto":
+            self.cfg = cfg = dataclasses.replace(cfg, channels_last=self._choose_layout(cfg))
         if cfg.sync_bn:
             self.raw = nn.SyncBatchNorm.convert_sync_batchnorm(self.raw)
         if cfg.channels_last:
@@ -554,6 +556,27 @@ class Trainer:
             f"give fewer than {cfg.min_steps_per_epoch} steps per epoch at batch {cfg.batch_size} (the "
             "recipe's min_steps_per_epoch; --batch-size is used as given)")
         return dataclasses.replace(cfg, batch_size=bs, lr=lr)
+
+    def _choose_layout(self, cfg: TrainConfig) -> bool:
+        """``--channels-last auto``: the faster memory format for this run (see :mod:`.layout`),
+        measured on rank 0 and used by every rank."""
+        from cnnzoo.data.cache import default_cache_dir
+
+        from .layout import choose_channels_last, layout_key
+
+        def choose():
+            key = layout_key(model=cfg.model, model_opts=cfg.model_opts, input_size=self.bundle.input_size,
+                             batch_size=cfg.batch_size, amp=cfg.amp, device=self.device,
+                             world_size=self.dist.world_size)
+            criterion = nn.CrossEntropyLoss()
+            return choose_channels_last(
+                self.raw, key=key, cache_dir=cfg.cache_dir or default_cache_dir(),
+                num_classes=self.bundle.num_classes, amp_dtype=self.amp_dtype, device=self.device,
+                loss_fn=lambda out, y: compute_loss(out, y, criterion, cfg.aux_weight))
+
+        chosen, line = D.broadcast_object(_on_main(self.dist, choose))
+        self.notes.append(line)
+        return chosen
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
