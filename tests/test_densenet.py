@@ -158,7 +158,7 @@ def test_fc_head_on_densenet121_builds_runs_and_counts():
 
 
 @pytest.mark.parametrize("kw", [
-    dict(depth=40, bc=True),  # bottleneck: the checkpoint covers concat-BN-ReLU-1x1
+    dict(depth=40, bc=True),  # bottleneck: the checkpoint covers concat-BN-ReLU-1x1-BN-ReLU
     dict(depth=13, bc=False, layer_drop_rate=0.2),  # plain layers, with per-layer dropout
     dict(depth=22, bc=True, attn="se"),
 ])

@@ -22,10 +22,11 @@ Options beyond the paper:
 * ``layer_drop_rate``: dropout on each dense layer's new features (torchvision's ``drop_rate``;
   the paper's dropout after each conv for CIFAR without augmentation). cnnzoo's ``drop_rate``
   is, as in every family, the dropout before the classifier.
-* ``memory_efficient``: recompute each layer's concatenation-BN-ReLU-``conv1`` in the backward
-  pass (``torch.utils.checkpoint``) instead of storing it, so memory grows linearly with depth
-  rather than quadratically (Pleiss et al., 2017). Outputs and gradients equal the default
-  path's; the recomputation does not update BN running statistics a second time.
+* ``memory_efficient``: recompute each layer's concatenation-BN-ReLU-``conv1`` (and, in
+  DenseNet-B, the 3x3's BN-ReLU) in the backward pass (``torch.utils.checkpoint``) instead of
+  storing it, so memory grows linearly with depth rather than quadratically (Pleiss et al.,
+  2017); a layer keeps only its last conv's input and its new features. Outputs and gradients
+  equal the default path's; the recomputation does not update BN running statistics a second time.
 
 SE placement: ``attn="se"`` puts a Squeeze-Excite gate on each dense layer's ``k`` new feature
 maps, after its last conv, before they are concatenated to the block's features (and before
@@ -85,17 +86,21 @@ class DenseLayer(nn.Module):
         self.drop = nn.Dropout(layer_drop_rate) if layer_drop_rate > 0 else nn.Identity()
         self.memory_efficient = memory_efficient
 
-    def _concat_conv1(self, *features: torch.Tensor) -> torch.Tensor:
-        return self.conv1(torch.cat(features, 1))
+    def _recomputed(self, *features: torch.Tensor) -> torch.Tensor:
+        """What ``memory_efficient`` recomputes: the concatenation, BN-ReLU-``conv1`` and, after a
+        bottleneck, the 3x3's BN-ReLU; all of it but the last conv, whose input is kept."""
+        h = self.conv1(torch.cat(features, 1))
+        return self.conv2.act(self.conv2.norm(h)) if isinstance(self.conv2, NormActConv) else h
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if (self.memory_efficient and torch.is_grad_enabled()
                 and any(f.requires_grad for f in features)):
-            h = checkpoint(self._concat_conv1, *features, use_reentrant=False,
-                           context_fn=lambda: (nullcontext(), _buffers_restored(self.conv1)))
+            h = checkpoint(self._recomputed, *features, use_reentrant=False,
+                           context_fn=lambda: (nullcontext(), _buffers_restored(self)))
+            h = self.conv2.conv(h) if isinstance(self.conv2, NormActConv) else h
         else:
-            h = self._concat_conv1(*features)
-        return self.drop(self.attn(self.conv2(h)))
+            h = self.conv2(self.conv1(torch.cat(features, 1)))
+        return self.drop(self.attn(h))
 
 
 class Transition(nn.Sequential):
@@ -138,8 +143,8 @@ class DenseNet(ZooModel):
         compression: fraction of channels a transition keeps (0.5: DenseNet-C; 1: none).
         drop_rate: dropout before the classifier.
         layer_drop_rate: dropout on each dense layer's new features (torchvision's ``drop_rate``).
-        memory_efficient: checkpoint each layer's concatenation-BN-ReLU-conv1 (same results,
-            less memory, more compute).
+        memory_efficient: checkpoint each layer's concatenation-BN-ReLU-conv1, and in DenseNet-B
+            the 3x3's BN-ReLU (same results, less memory, more compute).
         attn, se_ratio: ``"se"`` for a Squeeze-Excite gate on each dense layer's new features.
         head, fc_hidden, fc_pool: see :class:`~cnnzoo.layers.ClassifierHead`.
     """
