@@ -292,3 +292,16 @@ def test_cpu_googlenet_rows_are_the_papers_at_a_quarter_width():
 
     quarter = [[r.name, *(w // 4 for w in dataclasses.astuple(r)[1:])] for r in INCEPTION_V1]
     assert QUARTER_INCEPTION == quarter
+
+
+def test_a_run_in_either_memory_format_matches_a_cell_that_leaves_it_auto():
+    from cnnzoo.studies.runner import _mismatch
+    from cnnzoo.train import resolve_config
+
+    flags = {"model": "resnet20", "data": "digits", "seed": 0}
+    saved = resolve_config(flags).to_dict()
+    assert saved["channels_last"] == "auto"
+    for chosen in (True, False):  # what a run records once it has measured
+        assert _mismatch({**saved, "channels_last": chosen}, flags) is None
+    assert "channels_last" in _mismatch(saved, {**flags, "channels_last": False})
+    assert "lr=" in _mismatch({**saved, "lr": 1.0}, flags)

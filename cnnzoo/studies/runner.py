@@ -68,6 +68,8 @@ def _mismatch(saved: dict[str, Any], flags: dict[str, Any]) -> str | None:
     for key, value in wanted.items():
         if key in ENV_KEYS:
             continue
+        if key == "channels_last" and value == "auto" and isinstance(saved.get(key), bool):
+            continue  # "auto": the run recorded the memory format it measured to be faster
         if _plain(saved.get(key)) != _plain(value):
             return f"{key}={saved.get(key)!r} where the study now sets {value!r}"
     return None
