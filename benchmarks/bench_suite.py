@@ -14,6 +14,7 @@ in markdown from whatever files are there.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import subprocess
@@ -117,12 +118,15 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=10, help="timed calls of each side per row")
     p.add_argument("--only", choices=("infer", "train", "train-cifar"), action="append",
                    help="run only this group (repeatable)")
+    p.add_argument("--rows", default="*", help="run only the rows whose name matches this glob, "
+                   "e.g. 'resnet20.train.t2.*' (names: the JSON files' stems)")
     p.add_argument("--tables", action="store_true", help="only print the tables from --out")
     args = p.parse_args(argv)
     out = Path(args.out)
     if not args.tables:
         groups = rows(args.iters)
-        run_rows(out, {g: r for g, r in groups.items() if not args.only or g in args.only})
+        run_rows(out, {g: {n: a for n, a in r.items() if fnmatch.fnmatchcase(n, args.rows)}
+                       for g, r in groups.items() if not args.only or g in args.only})
     print(tables(out))
     return 0
 
