@@ -253,7 +253,19 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.pre(x)
         y = self.residual_scale(self.drop_path(self.attn(self.body(h))))
-        return self.post_add(y + self.shortcut_scale(self.shortcut(x, h)))
+        s = self.shortcut_scale(self.shortcut(x, h))
+        if self._add_in_place(y, s):
+            return self.post_add(y.add_(s))  # as torchvision's out += identity: no new tensor
+        return self.post_add(y + s)
+
+    def _add_in_place(self, y: torch.Tensor, s: torch.Tensor) -> bool:
+        """Whether ``y += s`` computes ``y + s``: ``y`` (a new tensor: the body starts with a
+        conv) has the sum's dtype and shape, and autograd either records nothing or has not
+        saved ``y``, which only an activation at the end of the body does (a ReLU saves its
+        output; a norm, a conv, the SE gate, drop path and scaling save their inputs)."""
+        if torch.is_grad_enabled() and self.ordering.tail and self.ordering.tail[-1] == "act":
+            return False
+        return y.dtype == torch.result_type(y, s) and y.shape == torch.broadcast_shapes(y.shape, s.shape)
 
     def zero_init_last(self) -> None:
         """Make the residual branch output zero, so the unit starts as post_add(x)."""
