@@ -251,3 +251,26 @@ def test_list_models_wildcards_and_metadata():
     meta = cnnzoo.get_model_meta("resnet56")
     assert meta.input_size == (3, 32, 32) and meta.num_classes == 10 and meta.params == 853_018
     assert cnnzoo.get_model_meta("se_resnet50").alias_of == "resnet50"
+
+
+@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("extra", [{}, {"attn": "se"}, {"shortcut": "C"}, {"shortcut": "none"}])
+def test_the_in_place_addition_leaves_outputs_gradients_and_input_as_they_were(unit, extra):
+    """The unit adds the shortcut in place when that computes the same sum: with and without
+    autograd recording, the output is the same, the input is untouched, and backward works (a
+    trailing activation, whose output autograd saved, gets the out-of-place sum)."""
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("cifar_resnet", depth=8, widths=(4, 8, 16), stem_width=4, unit=unit,
+                                **extra).eval()
+    x = torch.randn(2, 3, 16, 16)
+    x0 = x.clone()
+    with torch.no_grad():
+        ref = model(x)
+    xg = x.clone().requires_grad_(True)
+    out = model(xg)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.square().sum().backward()
+    assert torch.equal(x, x0) and xg.grad is not None and torch.isfinite(xg.grad).all()
+    model.train()
+    out = model(x.clone().requires_grad_(True))
+    out.sum().backward()  # training mode: BN saves its input, never the output the sum rewrites
