@@ -263,6 +263,8 @@ class ResidualUnit(nn.Module):
         conv) has the sum's dtype and shape, and autograd either records nothing or has not
         saved ``y``, which only an activation at the end of the body does (a ReLU saves its
         output; a norm, a conv, the SE gate, drop path and scaling save their inputs)."""
+        if torch.jit.is_tracing():
+            return False  # a trace records one path: keep the plain sum (and no shape test in it)
         if torch.is_grad_enabled() and self.ordering.tail and self.ordering.tail[-1] == "act":
             return False
         return y.dtype == torch.result_type(y, s) and y.shape == torch.broadcast_shapes(y.shape, s.shape)
