@@ -2,10 +2,12 @@
 
 Whether NHWC (channels-last) or NCHW trains faster depends on the model, the batch, the number
 of threads, the CPU's vector unit (or the GPU) and the torch version: on one 2-core AVX-512
-machine a CIFAR ResNet-20 trained 1.3x faster channels-last at 2 threads and 0.49x at 1 thread
-(docs/performance.md). So the engine does not guess: before the first step it times a few
-training steps of a copy of the run's model, in each format, interleaved (NCHW, NHWC, NCHW, ...)
-so that a change in the machine's load falls on both alike, and trains in the faster one.
+machine with torch 2.14.1, channels-last trained a CIFAR ResNet-20 1.28x faster at 2 threads and
+a quarter-width cifar_googlenet 2.3x faster at one (docs/performance.md), where an older
+measurement had it at 0.49x for ResNet-20 at 1 thread (docs/training.md). So the engine does not
+guess: before the first step it times a few training steps of a copy of the run's model, in each
+format, interleaved (NCHW, NHWC, NCHW, ...) so that a change in the machine's load falls on both
+alike, and trains in the faster one.
 
 The measurement is kept in the cache folder (``--cache-dir``), one small JSON file per
 (model, options, input size, batch, AMP, device, threads, torch) key, and the first one written
