@@ -229,6 +229,8 @@ class ResidualUnit(nn.Module):
         out_chs = body[-1].width
         stride = max(c.stride for c in body)
         self.ordering = ordering
+        # a trailing activation (relu_before_add) is saved by autograd: the sum must not rewrite it
+        self._body_output_saved = bool(ordering.tail) and ordering.tail[-1] == "act"
         self.pre = _ops(ordering.pre, in_chs, norm_layer, act_layer, keep_input=True)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         c = in_chs
@@ -265,7 +267,7 @@ class ResidualUnit(nn.Module):
         output; a norm, a conv, the SE gate, drop path and scaling save their inputs)."""
         if torch.jit.is_tracing():
             return False  # a trace records one path: keep the plain sum (and no shape test in it)
-        if torch.is_grad_enabled() and self.ordering.tail and self.ordering.tail[-1] == "act":
+        if torch.is_grad_enabled() and self._body_output_saved:
             return False
         return y.dtype == torch.result_type(y, s) and y.shape == torch.broadcast_shapes(y.shape, s.shape)
 
