@@ -298,7 +298,9 @@ class _DenseStageForInference(nn.Module):
         for layer, concat in zip(self.layers, self.concats, strict=True):
             # DenseLayer.forward, its concatenation (and the BN on it) done by ``concat``.
             features.append(layer.drop(layer.attn(layer.conv2(layer.conv1(concat(features))))))
-        return self.transition(self.out_concat(features))
+        out = self.out_concat(features)
+        del features, x  # as in DenseStage.forward: freed before the transition runs
+        return self.transition(out)
 
 
 def _fuse_dense_concatenations(model: nn.Module) -> int:

@@ -281,3 +281,39 @@ def test_bad_options_raise(name, kw, match):
 
 def test_densenet_class_is_what_the_registry_builds():
     assert isinstance(_meta("densenet_bc_190_40"), DenseNet)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: a block's feature maps are gone when its transition runs
+
+
+def _features_alive_at_transition(model: nn.Module, stage: nn.Module, x: torch.Tensor) -> list[bool]:
+    """For each dense layer of ``stage``: is its output still alive when the transition starts?"""
+    import weakref
+
+    refs = []
+    # each layer's last module (the eager and the fast path both call it)
+    hooks = [layer.drop.register_forward_hook(lambda m, a, out: refs.append(weakref.ref(out)))
+             for layer in stage.layers]
+    alive = []
+    hooks.append(stage.transition.register_forward_pre_hook(
+        lambda m, a: alive.extend(r() is not None for r in refs)))
+    with torch.inference_mode():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return alive
+
+
+def test_block_features_are_freed_before_the_transition_runs():
+    """As torchvision's separate block and transition modules: only the concatenation (and the
+    block's input, which the caller holds) lives on, not each layer's new features as well."""
+    from cnnzoo.optimize import for_inference
+
+    model = cnnzoo.create_model("cifar_densenet", depth=22, bc=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    alive = _features_alive_at_transition(model, model.stages[0], x)
+    assert len(alive) == len(model.stages[0].layers) and not any(alive)
+    fast = for_inference(model)
+    alive = _features_alive_at_transition(fast, fast.stages[0], x)
+    assert len(alive) == len(fast.stages[0].layers) and not any(alive)
