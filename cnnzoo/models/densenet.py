@@ -130,8 +130,9 @@ class DenseStage(nn.Module):
         out = torch.cat(features, 1)
         # Let the block's new feature maps go before the transition runs, as torchvision's separate
         # block and transition modules do: otherwise they live on beside their concatenation (38.5
-        # MB in densenet121's first block at batch 16, 224x224) and raise the peak memory, which
-        # cost eager inference speed (docs/performance.md, "Parity").
+        # MB in densenet121's first block at batch 16, 224x224) and raise the peak memory: the one
+        # difference found behind an eager channels-last run at 0.94x of torchvision's
+        # (docs/performance.md, "DenseNet-121").
         del features, x
         return self.transition(out)
 
