@@ -175,7 +175,8 @@ class BenchResult:
                    "ms/call": round(1e3 * t.median_s, 2),
                    "images/s": None if t is self.peak else round(t.images_per_s, 1)}
             if self.other is not None:
-                row[f"vs {self.other.library}"] = round(self.ratio, 3) if t is self.ours else None
+                # as text, so the table shows the headline's three decimals (1.270, not 1.27)
+                row[f"vs {self.other.library}"] = f"{self.ratio:.3f}" if t is self.ours else None
             row["G MACs/s"] = round(t.gmacs_per_s, 1)
             row["% of peak"] = round(100 * t.gmacs_per_s / self.peak.gmacs_per_s, 1)
             rows.append(row)

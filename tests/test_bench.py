@@ -88,6 +88,18 @@ def test_table(capsys):
     assert f"{ratio:.3f}" in ours
 
 
+def test_table_ratio_has_the_headlines_three_decimals():
+    """A ratio whose third decimal is 0 reads 1.270 in the table as in the headline, not 1.27."""
+    from cnnzoo.bench import BenchResult, Timed
+
+    ours = Timed("m", "cnnzoo", "eager", 127, 10**9, [1.0])
+    other = Timed("m", "torchvision", "eager", 100, 10**9, [1.0])
+    peak = Timed("conv", "torch", "peak", 0, 10**9, [0.5])
+    result = BenchResult("m", "infer", 2, (3, 8, 8), 1, 1, 0, ours, other, peak, {})
+    assert result.rows()[0]["vs torchvision"] == "1.270"
+    assert result.rows()[1]["vs torchvision"] is None
+
+
 @pytest.mark.parametrize("argv, message", [
     (["resnet20", "--fast", "--mode", "train"], "inference only"),
     (["resnet20", "--iters", "0"], "iters must be an int >= 1"),
