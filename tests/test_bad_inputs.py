@@ -289,6 +289,8 @@ CASES = [
     Case("cache-dir-under-a-file", lambda c: c.train_args("--cache-dir", a_file(c) / "cache"), 2,
          r"Not a directory"),
     Case("eval-plot-under-a-file", _eval_plot_under_file, 2, r"Not a directory: .*file"),
+    Case("eval-unknown-tta", lambda c: ["eval", c.digits_run(), "--cache-dir", c.cache, "--tta", "crop"], 2,
+         r"tta='crop' is not allowed; choose none or flip"),
     Case("compare-plot-under-a-file", lambda c: ["compare", "resnet20", "--plot", a_file(c) / "x.png"], 2,
          r"(Not a directory|File exists): .*file"),
     # Found before the run folder is created.

@@ -190,6 +190,10 @@ def add_parser(sub) -> None:
     e.add_argument("--fast", action="store_true",
                    help="evaluate through the inference fast path (cnnzoo.optimize.for_inference: BNs folded "
                         "into convs, channels-last; bf16 weights when the run trained with --amp bf16)")
+    e.add_argument("--tta", default="none",
+                   help="test-time augmentation: none, or flip (average each image's predicted probabilities "
+                        "with its horizontal mirror's; training augments with mirrors, so this is one more "
+                        "forward pass per image for usually a few tenths of a point)")
     e.add_argument("--plot", metavar="PNG",
                    help="where to draw the confusion matrix (default: beside the checkpoint, "
                         "confusion_SPLIT.png for best.pt, confusion_SPLIT_NAME.png for NAME.pt)")
@@ -234,11 +238,13 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def confusion_png(checkpoint: Path, split: str) -> Path:
+def confusion_png(checkpoint: Path, split: str, tta: str = "none") -> Path:
     """Where ``cnnzoo eval`` draws the confusion matrix: beside the checkpoint, named after the
     split and, unless it is the run's ``best.pt``, the checkpoint (``confusion_test_last.png``),
-    so evaluating another checkpoint of a run never overwrites the best one's picture."""
+    and the test-time augmentation when there is one (``confusion_test_tta-flip.png``), so
+    evaluating another checkpoint or another way never overwrites the best one's picture."""
     suffix = "" if checkpoint.stem == "best" else f"_{checkpoint.stem}"
+    suffix += "" if tta == "none" else f"_tta-{tta}"
     return checkpoint.parent / f"confusion_{split}{suffix}.png"
 
 
@@ -261,18 +267,20 @@ def run_eval(args: argparse.Namespace) -> int:
     result, cfg, names = evaluate_checkpoint(ckpt, data=args.data, split=args.split, data_dir=args.data_dir,
                                              device=args.device, batch_size=args.batch_size,
                                              cache_dir=args.cache_dir,
-                                             allow_other_classes=args.allow_other_classes, fast=args.fast)
-    png = Path(args.plot) if args.plot else confusion_png(ckpt, args.split)
+                                             allow_other_classes=args.allow_other_classes, fast=args.fast,
+                                             tta=args.tta)
+    png = Path(args.plot) if args.plot else confusion_png(ckpt, args.split, args.tta)
+    how = args.split if args.tta == "none" else f"{args.split}, tta {args.tta}"
     plot_confusion(result.confusion, names, png,
-                   f"{cfg['model']} on {args.data or cfg['data']} ({args.split}): top-1 {result.top1:.2%}")
+                   f"{cfg['model']} on {args.data or cfg['data']} ({how}): top-1 {result.top1:.2%}")
     if args.format == "json":
         print(json_matrix_rows({"checkpoint": str(ckpt), "model": cfg["model"],
-                                "data": args.data or cfg["data"], "split": args.split,
+                                "data": args.data or cfg["data"], "split": args.split, "tta": args.tta,
                                 **result.to_dict(names), "confusion_png": str(png)}, "confusion"))
         return 0
     from ._tables import print_rows
 
-    print(f"{cfg['model']} on {args.data or cfg['data']} ({args.split}, {result.n} images): "
+    print(f"{cfg['model']} on {args.data or cfg['data']} ({how}, {result.n} images): "
           f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}")
     support = result.confusion.sum(1).tolist()
     print_rows([{"class": n, "accuracy (%)": None if a is None else round(100 * a, 2), "images": s}

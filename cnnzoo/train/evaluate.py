@@ -8,6 +8,7 @@ evaluates it on the run's data, so evaluating a run reproduces the test accuracy
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,37 @@ def logits_of(output) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+# Test-time augmentation: the views of each image whose predicted probabilities are averaged.
+# "flip" adds the horizontal mirror, which every cnnzoo training run sees as an augmentation.
+TTA_MODES = ("none", "flip")
+
+
+def check_tta(tta: str) -> None:
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta={tta!r} is not allowed; choose {' or '.join(TTA_MODES)}")
+
+
+def predict(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = None, tta: str = "none"
+            ) -> torch.Tensor:
+    """fp32 logits of ``model`` on ``x``; with ``tta="flip"``, the log of the mean of the softmax
+    probabilities of ``x`` and its horizontal mirror (log-probabilities are logits too: top-k and
+    cross-entropy read them as they read the model's own)."""
+    check_tta(tta)
+    with autocast(x.device.type, amp_dtype):
+        logits = logits_of(model(x)).float()
+        if tta == "none":
+            return logits
+        mirrored = logits_of(model(x.flip(-1))).float()
+    views = torch.stack([logits.log_softmax(1), mirrored.log_softmax(1)])
+    return torch.logsumexp(views, 0) - math.log(len(views))
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype | None = None
-             ) -> EvalResult:
-    """Accuracy of ``model`` (put in eval mode, restored afterwards) over every batch of ``loader``."""
+def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype | None = None,
+             tta: str = "none") -> EvalResult:
+    """Accuracy of ``model`` (put in eval mode, restored afterwards) over every batch of ``loader``,
+    with test-time augmentation ``tta`` (see :func:`predict`)."""
+    check_tta(tta)
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -58,9 +86,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype 
     k = min(5, num_classes)
     try:
         for x, y in loader:
-            with autocast(x.device.type, amp_dtype):
-                logits = logits_of(model(x))
-            logits = logits.float()
+            logits = predict(model, x, amp_dtype, tta)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             pred = logits.argmax(1)
             top5_hits += (logits.topk(k, 1).indices == y[:, None]).any(1).sum().item()
@@ -159,7 +185,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _evaluate_weights_file(path: Path, data: str | None, split: str, data_dir: str | None, device: str,
-                           batch_size: int, cache_dir: str | None, fast: bool
+                           batch_size: int, cache_dir: str | None, fast: bool, tta: str
                            ) -> tuple[EvalResult, dict[str, Any], list[str]]:
     """A :func:`cnnzoo.save_weights` file knows its model, not its data: ``data`` is required; the
     images are prepared as cnnzoo's training prepares them (the data's own mean/std, native size)."""
@@ -177,12 +203,12 @@ def _evaluate_weights_file(path: Path, data: str | None, split: str, data_dir: s
         raise ValueError(f"{path} has a classifier for {model.num_classes} classes, but {data} has "
                          f"{bundle.num_classes}")
     cfg = {"model": model.meta.name, "model_opts": dict(getattr(model, "model_opts", {})), "data": data}
-    return _evaluate_model(model, bundle, split, device, batch_size, None, False, fast), cfg, list(
+    return _evaluate_model(model, bundle, split, device, batch_size, None, False, fast, tta), cfg, list(
         bundle.class_names)
 
 
 def _evaluate_model(model: nn.Module, bundle, split: str, device: str, batch_size: int,
-                    amp: torch.dtype | None, channels_last: bool, fast: bool) -> EvalResult:
+                    amp: torch.dtype | None, channels_last: bool, fast: bool, tta: str) -> EvalResult:
     """``model`` on ``split`` of ``bundle``, as trained (``amp``, ``channels_last``) or through the
     inference fast path (``fast``: weights already in the AMP dtype, so no autocast)."""
     from .distributed import resolve_device
@@ -196,13 +222,13 @@ def _evaluate_model(model: nn.Module, bundle, split: str, device: str, batch_siz
     elif channels_last:
         model.to(memory_format=torch.channels_last)
     loader = bundle.loader(split, batch_size, train=False, device=dev, channels_last=channels_last)
-    return evaluate(model, loader, bundle.num_classes, amp)
+    return evaluate(model, loader, bundle.num_classes, amp, tta)
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "test",
                         data_dir: str | None = None, device: str = "auto", batch_size: int = 256,
-                        cache_dir: str | None = None, allow_other_classes: bool = False, fast: bool = False
-                        ) -> tuple[EvalResult, dict[str, Any], list[str]]:
+                        cache_dir: str | None = None, allow_other_classes: bool = False, fast: bool = False,
+                        tta: str = "none") -> tuple[EvalResult, dict[str, Any], list[str]]:
     """Evaluate a run folder or checkpoint on ``split`` of its data (or of ``data``), or a
     :func:`cnnzoo.save_weights` file on ``split`` of ``data`` (required then).
 
@@ -211,7 +237,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     ``data`` whose class names differ from the run's raises ``ValueError``; with
     ``allow_other_classes`` it is evaluated, with a warning (the result carries ``data``'s names).
     ``fast`` evaluates through :func:`cnnzoo.optimize.for_inference` (BN folded, channels-last;
-    bf16 weights when the run trained with ``amp="bf16"``).
+    bf16 weights when the run trained with ``amp="bf16"``). ``tta="flip"`` averages each image's
+    predicted probabilities with its mirror's (see :func:`predict`).
     """
     from cnnzoo.data import load_data
     from cnnzoo.weights import sniff_format
@@ -220,9 +247,11 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
 
     if split not in ("test", "val", "train"):
         raise ValueError(f"split={split!r} is not allowed; choose test, val or train")
+    check_tta(tta)
     ckpt_path = resolve_checkpoint(path)
     if ckpt_path.is_file() and sniff_format(ckpt_path) == "safetensors":
-        return _evaluate_weights_file(ckpt_path, data, split, data_dir, device, batch_size, cache_dir, fast)
+        return _evaluate_weights_file(ckpt_path, data, split, data_dir, device, batch_size, cache_dir, fast,
+                                      tta)
     ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["config"]
     bundle = load_data(data or cfg["data"], data_dir=data_dir or cfg["data_dir"], download=False,
@@ -244,5 +273,5 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
         raise ValueError(f"the {split} split of {data or cfg['data']} is empty")
     model = model_from_checkpoint(ckpt, str(ckpt_path))
     result = _evaluate_model(model, bundle, split, device, batch_size, AMP_DTYPES.get(cfg.get("amp", "none")),
-                             bool(cfg.get("channels_last")), fast)
+                             bool(cfg.get("channels_last")), fast, tta)
     return result, cfg, list(bundle.class_names)
