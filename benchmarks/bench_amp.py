@@ -14,7 +14,6 @@ instructions (AVX512_BF16 or AMX); elsewhere it is emulated and slow, which this
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -26,7 +25,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import DEFAULT_ZIP, load_or_exit  # noqa: E402
+from bench_data import data_parser, load_or_exit, set_threads  # noqa: E402
 
 VARIANTS = {"fp32, NCHW": (None, False), "fp32, channels-last": (None, True),
             "bf16, NCHW": (torch.bfloat16, False), "bf16, channels-last": (torch.bfloat16, True)}
@@ -38,20 +37,12 @@ def main(argv=None) -> int:
     from cnnzoo.train.engine import cpu_native_bf16
     from cnnzoo.train.evaluate import autocast
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=f"imagefolder:{DEFAULT_ZIP}",
-                   help="dataset spec: digits, cifar10, cifar100 or imagefolder:PATH")
-    p.add_argument("--subset", type=int, default=5000, help="training images to use (0: all)")
-    p.add_argument("--cache-dir", default=None,
-                   help="uint8 tensor cache; None: $CNNZOO_CACHE or ~/.cache/cnnzoo")
+    p = data_parser(__doc__)
     p.add_argument("--model", default="resnet20", help="registered model name")
     p.add_argument("--batch-size", type=int, default=128, help="images per training step")
     p.add_argument("--rounds", type=int, default=20, help="timed steps of each variant, in turn")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
 
     bundle = load_or_exit("bench_amp", args.data, subset=args.subset or None, cache_dir=args.cache_dir)
     print(f"data: {bundle!r}")

@@ -22,6 +22,26 @@ import torch
 DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg75.zip"
 
 
+def data_parser(doc: str, *, subset: bool = True) -> argparse.ArgumentParser:
+    """An argument parser for a benchmark on real data: ``--data``, ``--subset`` (unless
+    ``subset=False``), ``--cache-dir`` and ``--threads`` (see :func:`set_threads`)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=f"imagefolder:{DEFAULT_ZIP}",
+                   help="dataset spec: digits, cifar10, cifar100 or imagefolder:PATH")
+    if subset:
+        p.add_argument("--subset", type=int, default=5000, help="training images to load (0: all)")
+    p.add_argument("--cache-dir", default=None,
+                   help="uint8 tensor cache; None: $CNNZOO_CACHE or ~/.cache/cnnzoo")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return p
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
 def load_or_exit(prog: str, spec: str, **kwargs):
     """``load_data(spec, **kwargs)``, or one line on stderr and exit status 2 when the data is not
     there (in a fresh clone the default CIFAR zip is absent: pass ``--data``)."""
@@ -100,23 +120,16 @@ def train_step_throughput(model_name: str, bundle, batch_size: int = 128, n_batc
 def main(argv=None) -> int:
     from cnnzoo.data import load_data
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=f"imagefolder:{DEFAULT_ZIP}",
-                   help="dataset spec: digits, cifar10, cifar100 or imagefolder:PATH")
-    p.add_argument("--cache-dir", default=None,
-                   help="uint8 tensor cache; None: $CNNZOO_CACHE or ~/.cache/cnnzoo")
+    p = data_parser(__doc__, subset=False)
     p.add_argument("--batch-size", type=int, default=128, help="images per batch")
     p.add_argument("--batches", type=int, default=200, help="timed batches per figure")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where batches are augmented and the model runs")
     p.add_argument("--model", default="resnet20", help="model for the training-step comparison ('' to skip)")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--stream-subset", type=int, default=5000,
                    help="images for the streaming-path figure (0 to skip)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     t = time.perf_counter()
     bundle = load_or_exit("bench_data", args.data, cache_dir=args.cache_dir)
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} CPU threads, "

@@ -16,7 +16,6 @@ machine's load falls on both alike. Target (issue 11): the engine at least 0.95x
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -31,7 +30,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import DEFAULT_ZIP, load_or_exit  # noqa: E402
+from bench_data import data_parser, load_or_exit, set_threads  # noqa: E402
 
 
 def engine_images_per_s(cfg, bundle) -> float:
@@ -64,22 +63,14 @@ def bare_images_per_s(cfg, bundle, batches) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=f"imagefolder:{DEFAULT_ZIP}",
-                   help="dataset spec: digits, cifar10, cifar100 or imagefolder:PATH")
-    p.add_argument("--subset", type=int, default=5000, help="training images to load (0: all)")
-    p.add_argument("--cache-dir", default=None,
-                   help="uint8 tensor cache; None: $CNNZOO_CACHE or ~/.cache/cnnzoo")
+    p = data_parser(__doc__)
     p.add_argument("--model", default="resnet20", help="registry name")
     p.add_argument("--batch-size", type=int, default=128, help="images per step")
     p.add_argument("--steps", type=int, default=30, help="training steps per run (one epoch at most)")
     p.add_argument("--rounds", type=int, default=3, help="engine/bare pairs, interleaved")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--channels-last", action="store_true", help="both sides in channels-last (default NCHW)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     from cnnzoo.train import resolve_config
 
     bundle = load_or_exit("bench_loop", args.data, subset=args.subset or None, cache_dir=args.cache_dir,

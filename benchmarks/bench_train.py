@@ -12,7 +12,6 @@ on the same data and batch size.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -23,7 +22,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import DEFAULT_ZIP, load_or_exit, pipeline_throughput  # noqa: E402
+from bench_data import data_parser, load_or_exit, pipeline_throughput, set_threads  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -66,23 +65,15 @@ def train_throughput(model_name: str, bundle, *, batch_size: int, steps: int, wa
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=f"imagefolder:{DEFAULT_ZIP}",
-                   help="dataset spec: digits, cifar10, cifar100 or imagefolder:PATH")
-    p.add_argument("--subset", type=int, default=5000, help="training images to use (0: all)")
-    p.add_argument("--cache-dir", default=None,
-                   help="uint8 tensor cache; None: $CNNZOO_CACHE or ~/.cache/cnnzoo")
+    p = data_parser(__doc__)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, default=128, help="images per training step")
     p.add_argument("--steps", type=int, default=8, help="timed training steps per configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     p.add_argument("--models", default="resnet20,resnet56", help="comma-separated model names")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile configurations")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
 
     device = torch.device(args.device)
     bundle = load_or_exit("bench_train", args.data, subset=args.subset or None, cache_dir=args.cache_dir)

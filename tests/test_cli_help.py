@@ -219,19 +219,6 @@ def test_bad_options_name_the_model_not_a_builder(opts, message):
 # cnnzoo eval: the PNG is named after the checkpoint; JSON one matrix row a line.
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from cnnzoo.train import resolve_config, train
-
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    cache = str(tmp_path_factory.mktemp("cache"))
-    train(resolve_config(dict(
-        model="cifar_resnet", model_opts={"depth": 8, "widths": (8, 16, 32), "stem_width": 8}, data="digits",
-        image_size=16, subset=256, val_size=64, cache_dir=cache, out=str(out), iters=12, batch_size=64,
-        device="cpu")))
-    return out, cache
-
-
 def test_eval_names_the_png_after_the_checkpoint(tiny_run, capsys):
     out, cache = tiny_run
     assert main(["eval", str(out), "--format", "json", "--cache-dir", cache]) == 0

@@ -60,19 +60,6 @@ def test_unknown_tta_is_refused():
         predict(LeftRight(), torch.zeros(1, 3, 4, 8), tta="crop")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from cnnzoo.train import resolve_config, train
-
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    cache = str(tmp_path_factory.mktemp("cache"))
-    train(resolve_config(dict(
-        model="cifar_resnet", model_opts={"depth": 8, "widths": (8, 16, 32), "stem_width": 8}, data="digits",
-        image_size=16, subset=256, val_size=64, cache_dir=cache, out=str(out), iters=12, batch_size=64,
-        device="cpu")))
-    return out, cache
-
-
 def test_eval_tta_flip_reports_itself_and_keeps_the_plain_picture(tiny_run, capsys):
     from cnnzoo.train import evaluate_checkpoint
 
