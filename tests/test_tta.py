@@ -1,5 +1,5 @@
 """Test-time augmentation in evaluation: ``tta="flip"`` averages the probabilities of an image and
-its mirror (cnnzoo.train.evaluate.predict), in the API and in ``cnnzoo eval --tta``."""
+its mirror (cnnzoo.train.evaluate.eval_logits), in the API and in ``cnnzoo eval --tta``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from cnnzoo.cli import main
-from cnnzoo.train.evaluate import evaluate, predict
+from cnnzoo.train.evaluate import eval_logits, evaluate
 
 
 class LeftRight(nn.Module):
@@ -35,10 +35,10 @@ def test_flip_is_the_mean_probability_of_the_image_and_its_mirror():
     with torch.no_grad():
         p = model(x).softmax(1)
         p_mirror = model(x.flip(-1)).softmax(1)
-        out = predict(model, x, tta="flip")
+        out = eval_logits(model, x, tta="flip")
     assert not torch.allclose(p, p_mirror, atol=1e-3)  # the mirror does change this model's answer
     torch.testing.assert_close(out.exp(), (p + p_mirror) / 2)
-    torch.testing.assert_close(predict(model, x), model(x).detach())  # none: the model's own logits
+    torch.testing.assert_close(eval_logits(model, x), model(x).detach())  # none: the model's own logits
 
 
 def test_flip_changes_nothing_on_mirror_symmetric_images_and_something_otherwise():
@@ -57,7 +57,7 @@ def test_flip_changes_nothing_on_mirror_symmetric_images_and_something_otherwise
 
 def test_unknown_tta_is_refused():
     with pytest.raises(ValueError, match="tta='crop' is not allowed; choose none or flip"):
-        predict(LeftRight(), torch.zeros(1, 3, 4, 8), tta="crop")
+        eval_logits(LeftRight(), torch.zeros(1, 3, 4, 8), tta="crop")
 
 
 def test_eval_tta_flip_reports_itself_and_keeps_the_plain_picture(tiny_run, capsys):

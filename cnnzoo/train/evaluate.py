@@ -58,7 +58,7 @@ def check_tta(tta: str) -> None:
         raise ValueError(f"tta={tta!r} is not allowed; choose {' or '.join(TTA_MODES)}")
 
 
-def predict(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = None, tta: str = "none"
+def eval_logits(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = None, tta: str = "none"
             ) -> torch.Tensor:
     """fp32 logits of ``model`` on ``x``; with ``tta="flip"``, the log of the mean of the softmax
     probabilities of ``x`` and its horizontal mirror (log-probabilities are logits too: top-k and
@@ -77,7 +77,7 @@ def predict(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None = N
 def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype | None = None,
              tta: str = "none") -> EvalResult:
     """Accuracy of ``model`` (put in eval mode, restored afterwards) over every batch of ``loader``,
-    with test-time augmentation ``tta`` (see :func:`predict`)."""
+    with test-time augmentation ``tta`` (see :func:`eval_logits`)."""
     check_tta(tta)
     was_training = model.training
     model.eval()
@@ -86,7 +86,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, amp_dtype: torch.dtype 
     k = min(5, num_classes)
     try:
         for x, y in loader:
-            logits = predict(model, x, amp_dtype, tta)
+            logits = eval_logits(model, x, amp_dtype, tta)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             pred = logits.argmax(1)
             top5_hits += (logits.topk(k, 1).indices == y[:, None]).any(1).sum().item()
@@ -238,7 +238,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     ``allow_other_classes`` it is evaluated, with a warning (the result carries ``data``'s names).
     ``fast`` evaluates through :func:`cnnzoo.optimize.for_inference` (BN folded, channels-last;
     bf16 weights when the run trained with ``amp="bf16"``). ``tta="flip"`` averages each image's
-    predicted probabilities with its mirror's (see :func:`predict`).
+    predicted probabilities with its mirror's (see :func:`eval_logits`).
     """
     from cnnzoo.data import load_data
     from cnnzoo.weights import sniff_format
