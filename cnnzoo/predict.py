@@ -37,7 +37,7 @@ from .data.loaders import _Normalize
 from .data.sources import IMG_EXTENSIONS, StreamingFolder, decode_image, resize_u8
 from .train.checkpoint import load_checkpoint, model_from_checkpoint
 from .train.distributed import resolve_device
-from .train.evaluate import AMP_DTYPES, autocast, logits_of, resolve_checkpoint
+from .train.evaluate import AMP_DTYPES, check_tta, eval_logits, resolve_checkpoint
 
 TENSOR_SOURCES = ("digits", "cifar10", "cifar100")  # decoded to arrays, resized with resize_u8
 
@@ -88,10 +88,14 @@ class Predictor:
 
     Attributes: ``checkpoint`` (the file used), ``config`` (the run's), ``class_names``,
     ``input_size`` (C, H, W), ``mean``/``std``, ``streaming`` (the run streamed an image
-    folder), ``device`` and ``model`` (in eval mode).
+    folder), ``device``, ``model`` (in eval mode) and ``tta``: ``"flip"`` averages each image's
+    probabilities with its horizontal mirror's, as ``cnnzoo eval --tta flip`` does.
     """
 
-    def __init__(self, target: str | os.PathLike, device: str = "auto", cache_dir: str | None = None):
+    def __init__(self, target: str | os.PathLike, device: str = "auto", cache_dir: str | None = None,
+                 tta: str = "none"):
+        check_tta(tta)
+        self.tta = tta
         self.checkpoint = resolve_checkpoint(target)
         ckpt = load_checkpoint(self.checkpoint)
         self.config: dict[str, Any] = ckpt["config"]
@@ -151,9 +155,7 @@ class Predictor:
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, classes) of a uint8 (N, C, H, W) batch from :meth:`load_image`."""
         x = self._normalize(images.to(self.device), bool(self.config.get("channels_last")))
-        with autocast(self.device.type, self.amp_dtype):
-            logits = logits_of(self.model(x))
-        return logits.float().softmax(1).cpu()
+        return eval_logits(self.model, x, self.amp_dtype, self.tta).softmax(1).cpu()
 
     def iter_predict(self, paths: Sequence[str | os.PathLike], topk: int = 5,
                      batch_size: int = 64) -> Iterator[Prediction]:
@@ -191,10 +193,10 @@ class Predictor:
 
 
 def predict(target: str | os.PathLike, images: Sequence[str | os.PathLike], topk: int = 5,
-            device: str = "auto") -> list[Prediction]:
-    """``Predictor(target, device).predict(find_images(images)[0], topk)``: the top-k classes of
-    every image file of ``images`` (files, or folders walked recursively)."""
-    return Predictor(target, device).predict(find_images(images)[0], topk)
+            device: str = "auto", tta: str = "none") -> list[Prediction]:
+    """``Predictor(target, device, tta=tta).predict(find_images(images)[0], topk)``: the top-k
+    classes of every image file of ``images`` (files, or folders walked recursively)."""
+    return Predictor(target, device, tta=tta).predict(find_images(images)[0], topk)
 
 
 __all__ = ["Prediction", "Predictor", "find_images", "predict"]

@@ -89,6 +89,19 @@ def test_images_are_prepared_and_classified_as_the_runs_evaluation(digits_run, d
     assert [t.top[0][0] for t in top] == [pred.class_names[i] for i in ref.argmax(1).tolist()]
 
 
+def test_tta_flip_averages_the_image_and_its_mirror(digits_run, digit_pngs):
+    paths, _ = digit_pngs
+    plain, flip = Predictor(digits_run, device="cpu"), Predictor(digits_run, device="cpu", tta="flip")
+    images = torch.stack([plain.load_image(p) for p in paths])
+    mean = (plain.probabilities(images) + plain.probabilities(images.flip(-1))) / 2
+    assert not torch.allclose(mean, plain.probabilities(images), atol=1e-4)  # the mirror counts
+    torch.testing.assert_close(flip.probabilities(images), mean)
+    top = flip.predict(paths, topk=1)
+    assert [t.top[0][0] for t in top] == [flip.class_names[i] for i in mean.argmax(1).tolist()]
+    with pytest.raises(ValueError, match="tta='crop' is not allowed"):
+        Predictor(digits_run, device="cpu", tta="crop")
+
+
 def test_topk_entries_are_run_classes_in_descending_probability(digits_run, digit_pngs):
     paths, _ = digit_pngs
     pred = Predictor(digits_run, device="cpu")
@@ -211,6 +224,16 @@ def test_cli_json_and_topk_beyond_the_classes(digits_run, digit_pngs, capsys):
     for d in doc["predictions"]:
         probs = [e["probability"] for e in d["predictions"]]
         assert len(probs) == 10 and probs == sorted(probs, reverse=True)
+
+
+def test_cli_tta_flip_gives_the_predictors_probabilities(digits_run, digit_pngs, capsys):
+    paths = digit_pngs[0][:4]
+    rc, out, err = main(capsys, "predict", digits_run, *paths, "--format", "json", "--topk", "2",
+                        "--device", "cpu", "--tta", "flip")
+    assert rc == 0, err
+    want = Predictor(digits_run, device="cpu", tta="flip").predict(paths, topk=2)
+    got = [[(e["class"], e["probability"]) for e in d["predictions"]] for d in json.loads(out)["predictions"]]
+    assert got == [[tuple(entry) for entry in w.top] for w in want]  # the same computation, to the bit
 
 
 def test_cli_no_image_classified_is_exit_2(digits_run, tmp_path, capsys):

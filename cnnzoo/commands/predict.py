@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
                    help="auto (default: CUDA when available, else CPU), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=64, metavar="N",
                    help="images per forward pass (default 64)")
+    p.add_argument("--tta", default="none", choices=("none", "flip"),
+                   help="test-time augmentation: none (default), or flip (average each image's probabilities "
+                        "with its horizontal mirror's, as cnnzoo eval --tta flip does)")
     p.set_defaults(func=run_predict)
 
 
@@ -42,7 +45,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    predictor = Predictor(args.target, device=args.device)
+    predictor = Predictor(args.target, device=args.device, tta=args.tta)
     files, problems = find_images(args.images)
     for msg in problems:
         print(f"cnnzoo predict: {msg}", file=sys.stderr)
