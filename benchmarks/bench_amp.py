@@ -27,8 +27,9 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import data_parser, load_or_exit, set_threads  # noqa: E402
 
-VARIANTS = {"fp32, NCHW": (None, False), "fp32, channels-last": (None, True),
-            "bf16, NCHW": (torch.bfloat16, False), "bf16, channels-last": (torch.bfloat16, True)}
+NCHW, NHWC = torch.contiguous_format, torch.channels_last
+VARIANTS = {"fp32, NCHW": (None, NCHW), "fp32, channels-last": (None, NHWC),
+            "bf16, NCHW": (torch.bfloat16, NCHW), "bf16, channels-last": (torch.bfloat16, NHWC)}
 BASELINE = "fp32, channels-last"
 
 
@@ -51,17 +52,17 @@ def main(argv=None) -> int:
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
     nets = {}
-    for name, (_, channels_last) in VARIANTS.items():
+    for name, (_, fmt) in VARIANTS.items():
         torch.manual_seed(0)
         net = cnnzoo.create_model(args.model, num_classes=bundle.num_classes, in_chans=bundle.input_size[0])
-        net.train().to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        net.train().to(memory_format=fmt)
         nets[name] = net, torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True,
                                           weight_decay=5e-4)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def step(name: str, x: torch.Tensor, y: torch.Tensor) -> float:
-        (net, opt), (amp_dtype, channels_last) = nets[name], VARIANTS[name]
-        x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        (net, opt), (amp_dtype, fmt) = nets[name], VARIANTS[name]
+        x = x.contiguous(memory_format=fmt)
         t0 = time.perf_counter()
         with autocast("cpu", amp_dtype):
             out = net(x)
