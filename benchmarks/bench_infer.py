@@ -7,11 +7,18 @@ it, with cnnzoo's weights mapped through cnnzoo.interop), cnnzoo's eager in both
 (the default), in bf16, compiled. Each row: median images/s, the ratio to the first row, and
 the multiply-adds/s against a large 3x3 conv timed in the same loop.
 
+``convs``: where the fast path's convolution time goes. Every conv of ``for_inference(model)`` is
+called on the input it sees in the model, all of them and the peak conv interleaved; the rows
+group them by kernel size: share of the multiply-adds, share of the conv time, multiply-adds/s
+and that rate against the peak conv's; and the minor page faults (fresh memory first written) of one
+call of the whole model.
+
 ``agreement``: a trained run's evaluation split through its eager fp32 model and through
 ``for_inference`` in fp32 and in bf16: accuracies, top-1 agreement with the eager model, and the
 largest logit difference.
 
     python benchmarks/bench_infer.py ablation --models resnet50,googlenet_tv,densenet121 --threads 2
+    python benchmarks/bench_infer.py convs --models resnet50 --threads 2
     python benchmarks/bench_infer.py agreement runs/resnet20-cifar --threads 2
 """
 
@@ -86,6 +93,52 @@ def ablation(args) -> int:
     return 0
 
 
+def convs(args) -> int:
+    import resource  # POSIX only, as the page-fault count is
+
+    print(machine(), f"threads {torch.get_num_threads()}")
+    p = PEAK_CONV
+    peak_macs = p["batch"] * p["channels"] ** 2 * p["kernel"] ** 2 * p["size"] ** 2
+    for name in args.models.split(","):
+        size = tuple(args.input_size) if args.input_size else cnnzoo.get_model_meta(name).input_size
+        model = for_inference(cnnzoo.create_model(name))
+        seen: list[tuple[torch.nn.Conv2d, torch.Tensor, int]] = []  # conv, its input, its output's size
+        hooks = [c.register_forward_hook(lambda c, a, o, seen=seen: seen.append((c, a[0].clone(), o.numel())))
+                 for c in model.modules() if isinstance(c, torch.nn.Conv2d)]
+        x = torch.randn(args.batch_size, *size, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            model(x)
+            for h in hooks:
+                h.remove()
+            model(x)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            model(x)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+            steps = [(lambda c=c, x=x: c(x)) for c, x, _ in seen]
+            steps.append(_peak_step(torch.channels_last, bf16_weights=False, autocast=False))
+            times = time_interleaved(steps, args.iters, args.warmup)
+        med = [sorted(t)[len(t) // 2] for t in times]
+        peak = peak_macs / med[-1] / 1e9
+        groups: dict[str, list[float]] = {}
+        for (c, _, n_out), t in zip(seen, med, strict=False):
+            macs = n_out * c.in_channels // c.groups * c.kernel_size[0] * c.kernel_size[1]
+            g = groups.setdefault("x".join(map(str, c.kernel_size)), [0.0, 0.0, 0])
+            g[0], g[1], g[2] = g[0] + macs, g[1] + t, g[2] + 1
+        all_macs, all_t = sum(g[0] for g in groups.values()), sum(g[1] for g in groups.values())
+        print(f"\n{name} fast path, batch {args.batch_size} at {'x'.join(map(str, size))}, median of "
+              f"{args.iters} calls of each conv; peak conv {peak:.1f} G MACs/s; one call of the whole "
+              f"model: {faults} minor page faults")
+        print(f"{'kernel':<8}{'convs':>6}{'% of MACs':>11}{'% of conv time':>16}{'G MACs/s':>10}"
+              f"{'% of peak':>11}")
+        for k, (macs, t, n) in groups.items():
+            rate = macs / t / 1e9
+            print(f"{k:<8}{n:>6}{100 * macs / all_macs:>10.1f}%{100 * t / all_t:>15.1f}%{rate:>10.1f}"
+                  f"{100 * rate / peak:>10.1f}%")
+        print(f"{'all':<8}{len(seen):>6}{100:>10.1f}%{100:>15.1f}%{all_macs / all_t / 1e9:>10.1f}"
+              f"{100 * all_macs / all_t / 1e9 / peak:>10.1f}%")
+    return 0
+
+
 def agreement(args) -> int:
     from cnnzoo.data import load_data
     from cnnzoo.train.checkpoint import load_checkpoint, load_model_state
@@ -137,6 +190,14 @@ def main(argv=None) -> int:
     a.add_argument("--iters", type=int, default=10, help="timed calls of each configuration")
     a.add_argument("--warmup", type=int, default=3, help="untimed calls first (compilation happens here)")
     a.add_argument("--compile", action="store_true", help="also time the compiled fast path")
+    c = sub.add_parser("convs", help="the fast path's conv time by kernel size, against the peak conv",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--models", default="resnet50", help="comma-separated names")
+    c.add_argument("--batch-size", type=int, default=16, help="images per call")
+    c.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="input size; None: each model's own")
+    c.add_argument("--iters", type=int, default=5, help="timed calls of each conv")
+    c.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     g = sub.add_parser("agreement", help="bf16 and fp32 fast path against the eager model on real images",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("run", help="a run folder (its best.pt) or a checkpoint")
@@ -146,7 +207,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return ablation(args) if args.what == "ablation" else agreement(args)
+    return {"ablation": ablation, "convs": convs, "agreement": agreement}[args.what](args)
 
 
 if __name__ == "__main__":
