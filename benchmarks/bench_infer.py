@@ -176,28 +176,29 @@ def agreement(args) -> int:
     return 0
 
 
+def _timing_parser(sub, name: str, help: str, models: str, iters: tuple[int, str], warmup: tuple[int, str]):
+    """A subcommand timing models at a batch size: --models, --batch-size, --input-size, --iters, --warmup."""
+    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--models", default=models, help="comma-separated names")
+    p.add_argument("--batch-size", type=int, default=16, help="images per call")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="input size; None: each model's own")
+    p.add_argument("--iters", type=int, default=iters[0], help=iters[1])
+    p.add_argument("--warmup", type=int, default=warmup[0], help=warmup[1])
+    return p
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     sub = p.add_subparsers(dest="what", required=True)
-    a = sub.add_parser("ablation", help="each step of the fast path, timed side by side",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a.add_argument("--models", default="resnet50,googlenet_tv,densenet121", help="comma-separated names")
-    a.add_argument("--batch-size", type=int, default=16, help="images per call")
-    a.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
-                   help="input size; None: each model's own")
-    a.add_argument("--iters", type=int, default=10, help="timed calls of each configuration")
-    a.add_argument("--warmup", type=int, default=3, help="untimed calls first (compilation happens here)")
+    a = _timing_parser(sub, "ablation", "each step of the fast path, timed side by side",
+                       "resnet50,googlenet_tv,densenet121", iters=(10, "timed calls of each configuration"),
+                       warmup=(3, "untimed calls first (compilation happens here)"))
     a.add_argument("--compile", action="store_true", help="also time the compiled fast path")
-    c = sub.add_parser("convs", help="the fast path's conv time by kernel size, against the peak conv",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("--models", default="resnet50", help="comma-separated names")
-    c.add_argument("--batch-size", type=int, default=16, help="images per call")
-    c.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
-                   help="input size; None: each model's own")
-    c.add_argument("--iters", type=int, default=5, help="timed calls of each conv")
-    c.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    _timing_parser(sub, "convs", "the fast path's conv time by kernel size, against the peak conv",
+                   "resnet50", iters=(5, "timed calls of each conv"), warmup=(2, "untimed calls first"))
     g = sub.add_parser("agreement", help="bf16 and fp32 fast path against the eager model on real images",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("run", help="a run folder (its best.pt) or a checkpoint")
