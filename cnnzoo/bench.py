@@ -76,9 +76,11 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     from . import __version__
+    from .optimize import reusing_freed_memory
 
     return {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(), "logical_cpus": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__, "cnnzoo": __version__}
+            "python": platform.python_version(), "torch": torch.__version__, "cnnzoo": __version__,
+            "reuse_freed_memory": reusing_freed_memory()}
 
 
 def counterpart_of(name: str, against: str = "auto") -> tuple[str, str, dict[str, Any]] | None:
@@ -187,7 +189,8 @@ class BenchResult:
         m = self.machine
         lines = [f"{self.model}, {self.mode}, batch {self.batch_size} at {c}x{h}x{w}, {self.threads} "
                  f"thread(s); median of {self.iters} interleaved calls each after {self.warmup} warm-up",
-                 f"{m['cpu']} ({m['isa']}, {m['logical_cpus']} logical CPUs), torch {m['torch']}"]
+                 f"{m['cpu']} ({m['isa']}, {m['logical_cpus']} logical CPUs), torch {m['torch']}"
+                 + (", freed memory kept for reuse (--reuse-memory)" if m.get("reuse_freed_memory") else "")]
         if self.other is not None:
             lines.append(f"cnnzoo / {self.other.library}: {self.ratio:.3f}x images/s")
         if self.note:

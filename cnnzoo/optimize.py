@@ -88,6 +88,48 @@ def for_inference(model: nn.Module, *, channels_last: bool = True, fold_bn: bool
     return model
 
 
+_reusing_freed_memory = False
+
+# glibc's mallopt parameters (<malloc.h>).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def reuse_freed_memory() -> bool:
+    """Make this process keep the memory tensors free for later tensors; ``True`` where applied.
+
+    glibc's ``malloc`` serves every block over 32 MB with a fresh ``mmap`` and unmaps it on
+    ``free``, so each such tensor (a ResNet-50 stage-1 activation: 51 MB at batch 16, 224x224)
+    is paid for again in page faults as it is first written: about 92,000 of them in one call of
+    ResNet-50's fast path at batch 16 (docs/performance.md). This tells glibc (``mallopt``)
+    never to ``mmap`` for the main heap and never to return freed memory to the system, which
+    is what preloading jemalloc or tcmalloc gets, as the PyTorch tuning guide suggests; the same
+    as starting the process with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>``.
+
+    The cost: the process keeps its peak memory. It affects the whole process and every library
+    in it, lasts until the process ends, and cnnzoo never does it implicitly (``cnnzoo bench
+    --reuse-memory`` asks for it). Where the C library is not glibc (macOS, Windows, musl) it
+    changes nothing and returns ``False``.
+    """
+    global _reusing_freed_memory
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)) == 1
+    _reusing_freed_memory = _reusing_freed_memory or ok
+    return ok
+
+
+def reusing_freed_memory() -> bool:
+    """Whether :func:`reuse_freed_memory` has been applied in this process."""
+    return _reusing_freed_memory
+
+
 class _PrepareInput:
     """Forward pre-hook of a :func:`for_inference` model: refuse training mode, cast the input."""
 

@@ -142,3 +142,63 @@ def test_bench_help_imports_no_torch():
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                        capture_output=True, text=True, timeout=120, check=True)
     assert r.stdout.strip().splitlines()[-1] == "False"
+
+
+_GLIBC = sys.platform.startswith("linux") and __import__("platform").libc_ver()[0] == "glibc"
+
+# One process per case: reuse_freed_memory changes the whole process for good. A 64-channel
+# activation at 4x224x224 is 51 MB, above glibc's 32 MB mmap ceiling: by default each one is a
+# fresh mapping whose pages fault as they are first written (12,544 pages each); with
+# reuse_freed_memory, after the first few calls, none do.
+_FAULTS = """
+import resource, sys, torch, torch.nn as nn
+from cnnzoo.optimize import reuse_freed_memory, reusing_freed_memory
+applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
+assert reusing_freed_memory() == applied
+torch.set_num_threads(1)
+m = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 1)).eval()
+x = torch.randn(4, 3, 224, 224)
+with torch.inference_mode():
+    for _ in range(4):  # the heap settles within the first calls
+        m(x)
+    f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        m(x)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
+"""
+
+
+@pytest.mark.skipif(not _GLIBC, reason="reuse_freed_memory acts on glibc only")
+def test_reuse_freed_memory_removes_the_page_faults_of_large_tensors():
+    out = {}
+    for case in ("default", "reuse"):
+        r = subprocess.run([sys.executable, "-c", _FAULTS, case], capture_output=True, text=True,
+                           timeout=120, check=True)
+        applied, faults = r.stdout.split()
+        out[case] = (applied, int(faults))
+    pages = 4 * 64 * 224 * 224 * 4 // 4096  # one activation's pages; three calls, each with three
+    assert out["default"][0] == "False" and out["default"][1] >= 3 * pages  # fresh pages every call
+    assert out["reuse"][0] == "True" and out["reuse"][1] < pages // 10  # the same pages again
+
+
+@pytest.mark.skipif(_GLIBC, reason="only where the C library is not glibc")
+def test_reuse_freed_memory_changes_nothing_elsewhere():
+    from cnnzoo.optimize import reuse_freed_memory, reusing_freed_memory
+
+    assert reuse_freed_memory() is False and reusing_freed_memory() is False
+
+
+@pytest.mark.skipif(not _GLIBC, reason="reuse_freed_memory acts on glibc only")
+def test_bench_reuse_memory_says_so_in_json_and_table():
+    argv = ["-m", "cnnzoo", "bench", "resnet20", *TINY, "--reuse-memory"]
+    d = json.loads(subprocess.run([sys.executable, *argv, "--format", "json"], capture_output=True,
+                                  text=True, timeout=300, check=True).stdout)
+    assert d["machine"]["reuse_freed_memory"] is True
+    table = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300,
+                           check=True).stdout
+    assert "freed memory kept for reuse (--reuse-memory)" in table.splitlines()[1]
+
+
+def test_bench_without_reuse_memory_says_nothing_of_it(capsys):
+    d = _json(capsys, "resnet20", *TINY)
+    assert d["machine"]["reuse_freed_memory"] is False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ._options import add_opt_argument, parse_opts
 
@@ -39,6 +40,10 @@ def add_parser(sub) -> None:
                    help="bf16: autocast for both models; with --fast, bf16 weights for cnnzoo's only")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile both models (with --fast: cnnzoo's only), compiled during warm-up")
+    p.add_argument("--reuse-memory", action="store_true",
+                   help="first make this process keep freed memory for reuse (glibc only; see "
+                        "cnnzoo.optimize.reuse_freed_memory): large tensors then cost no page faults, "
+                        "on both sides alike")
     p.add_argument("--iters", type=int, default=10, help="timed calls of each, interleaved (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls of each first")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
@@ -51,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ._tables import print_rows
 
+    if args.reuse_memory:
+        from cnnzoo.optimize import reuse_freed_memory
+
+        if not reuse_freed_memory():
+            print("cnnzoo bench: --reuse-memory needs glibc (Linux); timing with the default allocator",
+                  file=sys.stderr)
     result = bench(args.model, against=args.against, mode=args.mode, batch_size=args.batch_size,
                    input_size=tuple(args.input_size) if args.input_size else None, threads=args.threads,
                    channels_last=args.channels_last, fast=args.fast, amp=args.amp, compile=args.compile,
