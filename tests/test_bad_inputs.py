@@ -218,8 +218,11 @@ torch.save = lambda obj, f, *a, **kw: save(obj, Writer(f), *a, **kw)
 def subprocess_with(prelude: str) -> Callable[[list], tuple[int, str, str]]:
     """Run ``python -m cnnzoo ARGS`` after ``prelude`` (Python code) in a fresh interpreter."""
     def run(args: list) -> tuple[int, str, str]:
-        code = prelude + "\nimport runpy, sys\nsys.argv = ['cnnzoo', *sys.argv[1:]]\n" \
-                         "runpy.run_module('cnnzoo', run_name='__main__', alter_sys=True)\n"
+        # Ctrl-C as a terminal delivers it: a shell that starts jobs in the background without job
+        # control (`cmd &`, nohup) hands its children SIGINT ignored, and Python keeps it ignored.
+        code = ("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" + prelude
+                + "\nimport runpy, sys\nsys.argv = ['cnnzoo', *sys.argv[1:]]\n"
+                "runpy.run_module('cnnzoo', run_name='__main__', alter_sys=True)\n")
         r = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True,
                            text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
         return r.returncode, r.stdout, r.stderr
