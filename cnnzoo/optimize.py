@@ -95,15 +95,16 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def reuse_freed_memory() -> bool:
-    """Make this process keep the memory tensors free for later tensors; ``True`` where applied.
+    """Make this process keep the memory tensors free, for later tensors; ``True`` where applied.
 
     glibc's ``malloc`` serves every block over 32 MB with a fresh ``mmap`` and unmaps it on
     ``free``, so each such tensor (a ResNet-50 stage-1 activation: 51 MB at batch 16, 224x224)
     is paid for again in page faults as it is first written: about 92,000 of them in one call of
     ResNet-50's fast path at batch 16 (docs/performance.md). This tells glibc (``mallopt``)
-    never to ``mmap`` for the main heap and never to return freed memory to the system, which
-    is what preloading jemalloc or tcmalloc gets, as the PyTorch tuning guide suggests; the same
-    as starting the process with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>``.
+    not to ``mmap`` blocks of their own and not to return freed memory at the heap's top to the
+    system until it exceeds 2 GB: what preloading jemalloc or tcmalloc gets, as the PyTorch
+    tuning guide suggests, and the same as starting the process with ``MALLOC_MMAP_MAX_=0
+    MALLOC_TRIM_THRESHOLD_=<large>``.
 
     The cost: the process keeps its peak memory. It affects the whole process and every library
     in it, lasts until the process ends, and cnnzoo never does it implicitly (``cnnzoo bench
