@@ -33,7 +33,7 @@ import torch
 
 import cnnzoo
 from cnnzoo.analysis import profile
-from cnnzoo.bench import PEAK_CONV, _peak_step, build_counterpart, counterpart_of, machine, time_interleaved
+from cnnzoo.bench import PEAK_MACS, _peak_step, build_counterpart, counterpart_of, machine, time_interleaved
 from cnnzoo.interop import load_external
 from cnnzoo.optimize import for_inference
 
@@ -70,8 +70,6 @@ def _configs(name: str, batch_size: int, size: tuple[int, int, int], compile: bo
 def ablation(args) -> int:
     print(machine(), f"threads {torch.get_num_threads()}, load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    p = PEAK_CONV
-    peak_macs = p["batch"] * p["channels"] ** 2 * p["kernel"] ** 2 * p["size"] ** 2
     for name in args.models.split(","):
         size = tuple(args.input_size) if args.input_size else cnnzoo.get_model_meta(name).input_size
         configs = _configs(name, args.batch_size, size, args.compile)
@@ -81,7 +79,7 @@ def ablation(args) -> int:
         with torch.inference_mode():
             times = time_interleaved(steps, args.iters, args.warmup)
         med = [sorted(t)[len(t) // 2] for t in times]
-        peak32, peak16 = peak_macs / med[-2] / 1e9, peak_macs / med[-1] / 1e9
+        peak32, peak16 = PEAK_MACS / med[-2] / 1e9, PEAK_MACS / med[-1] / 1e9
         print(f"\n{name}, batch {args.batch_size} at {'x'.join(map(str, size))}, {args.iters} timed calls "
               f"each after {args.warmup} warm-up; conv peak {peak32:.1f} G MACs/s fp32, {peak16:.1f} bf16")
         print(f"{'configuration':<34}{'img/s':>9}{'vs first':>10}{'G MACs/s':>10}{'% of fp32 peak':>16}")
@@ -97,8 +95,6 @@ def convs(args) -> int:
     import resource  # POSIX only, as the page-fault count is
 
     print(machine(), f"threads {torch.get_num_threads()}")
-    p = PEAK_CONV
-    peak_macs = p["batch"] * p["channels"] ** 2 * p["kernel"] ** 2 * p["size"] ** 2
     for name in args.models.split(","):
         size = tuple(args.input_size) if args.input_size else cnnzoo.get_model_meta(name).input_size
         model = for_inference(cnnzoo.create_model(name))
@@ -118,7 +114,7 @@ def convs(args) -> int:
             steps.append(_peak_step(torch.channels_last, bf16_weights=False, autocast=False))
             times = time_interleaved(steps, args.iters, args.warmup)
         med = [sorted(t)[len(t) // 2] for t in times]
-        peak = peak_macs / med[-1] / 1e9
+        peak = PEAK_MACS / med[-1] / 1e9
         groups: dict[str, list[float]] = {}
         for (c, _, n_out), t in zip(seen, med, strict=False):
             macs = n_out * c.in_channels // c.groups * c.kernel_size[0] * c.kernel_size[1]

@@ -65,6 +65,9 @@ COUNTERPARTS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
 # The conv that measures the machine's peak: big enough for any core count to run at full rate
 # (7.4 G multiply-adds a call), shaped like the 3x3 convs of a ResNet's middle stages.
 PEAK_CONV = dict(batch=4, channels=256, size=56, kernel=3)
+# Its multiply-adds a call: output elements x input channels x kernel area (same padding).
+PEAK_MACS = (PEAK_CONV["batch"] * PEAK_CONV["channels"] ** 2 * PEAK_CONV["kernel"] ** 2
+             * PEAK_CONV["size"] ** 2)
 
 
 def machine() -> dict[str, Any]:
@@ -376,8 +379,7 @@ def bench(model: str, *, against: str = "auto", mode: str = "infer", batch_size:
         p = PEAK_CONV
         timed.append(Timed(f"conv {p['kernel']}x{p['kernel']} {p['channels']}->{p['channels']} at "
                            f"{p['size']}x{p['size']}", "torch", "the machine's conv peak, batch "
-                           f"{p['batch']}, forward", 0, p["batch"] * p["channels"] ** 2 * p["kernel"] ** 2
-                           * p["size"] ** 2))
+                           f"{p['batch']}, forward", 0, PEAK_MACS))
 
         with torch.inference_mode(not train):
             for t, times in zip(timed, time_interleaved(steps, iters, warmup), strict=True):
