@@ -7,6 +7,7 @@ every figure printed follows from the timed calls it reports.
 from __future__ import annotations
 
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def test_bench_help_imports_no_torch():
     assert r.stdout.strip().splitlines()[-1] == "False"
 
 
-_GLIBC = sys.platform.startswith("linux") and __import__("platform").libc_ver()[0] == "glibc"
+_GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 # One process per case: reuse_freed_memory changes the whole process for good. A 64-channel
 # activation at 4x224x224 is 51 MB, above glibc's 32 MB mmap ceiling: by default each one is a
